@@ -1,0 +1,48 @@
+// swift-tools-version:5.10
+import PackageDescription
+
+let package = Package(
+    name: "BackdoorLab",
+    products: [
+        .executable(name: "backdoor", targets: ["BackdoorCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+    ],
+    targets: [
+        // C libraries from Debian packages (libdnnl-dev, libpng-dev, zlib1g-dev).
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL"),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG"),
+        .systemLibrary(name: "CZLibSystem", path: "Sources/CZLibSystem"),
+
+        // Small shared pieces: atomic writes, progress, seeded RNG, JSON lines.
+        .target(name: "Support"),
+        // The only module that calls oneDNN: the compute backend boundary.
+        .target(name: "DNNL", dependencies: ["CDNNL"]),
+        // Tensors, layers, ResNet-18, loss, SGD, checkpoints.
+        .target(name: "NN", dependencies: ["Support", "DNNL", "Formats"]),
+        // File formats: restricted pickle, npy, png, safetensors, tar.gz, PyTorch checkpoints.
+        .target(name: "Formats", dependencies: ["Support", "CPNG", "CZLibSystem", "ZIPFoundation"]),
+        // CIFAR-10 loading, verification, download, split, augmentation, batching.
+        .target(name: "Datasets", dependencies: ["Support", "Formats", "CZLibSystem"]),
+        // Triggers, poisoning, clean-label PGD.
+        .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"]),
+        // Adversarial Neuron Pruning.
+        .target(name: "Defenses", dependencies: ["Support", "Attacks", "NN", "Datasets"]),
+        .executableTarget(
+            name: "BackdoorCLI",
+            dependencies: [
+                "Support", "NN", "Formats", "Datasets", "Attacks", "Defenses",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "SupportTests", dependencies: ["Support"]),
+        .testTarget(name: "NNTests", dependencies: ["NN", "DNNL", "Formats"]),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Formats"]),
+        .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Datasets", "NN"]),
+        .testTarget(name: "DefensesTests", dependencies: ["Defenses", "Attacks", "NN"]),
+        .testTarget(name: "CLITests", dependencies: ["BackdoorCLI"]),
+    ]
+)

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct Backdoor: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "backdoor",
+        abstract: "Backdoor attacks on image classifiers and Adversarial Neuron Pruning, on oneDNN.",
+        subcommands: [
+            // Each subcommand lives in its own file of this folder.
+        ])
+}

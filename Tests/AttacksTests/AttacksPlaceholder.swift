@@ -1,0 +1,3 @@
+import XCTest
+
+// Tests of the Attacks module land in this folder.

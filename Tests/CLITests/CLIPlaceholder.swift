@@ -1,0 +1,3 @@
+import XCTest
+
+// Tests of the CLI module land in this folder.

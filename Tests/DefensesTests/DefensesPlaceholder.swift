@@ -1,0 +1,3 @@
+import XCTest
+
+// Tests of the Defenses module land in this folder.

@@ -1,0 +1,3 @@
+import XCTest
+
+// Tests of the Formats module land in this folder.

@@ -1,0 +1,3 @@
+import XCTest
+
+// Tests of the NN module land in this folder.
