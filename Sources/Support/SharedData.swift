@@ -1,0 +1,41 @@
+import Foundation
+
+/// Finds the workplace's shared data folder (`../shared/data` from the package root, or
+/// `$BACKDOOR_SHARED_DATA`). Tests skip when it is absent, except when `BACKDOOR_REQUIRE_DATA=1`
+/// (as CI sets it), where absence is a failure.
+public enum SharedData {
+    public struct Missing: Error, CustomStringConvertible {
+        public let looked: String
+        public var description: String {
+            "shared data not found at \(looked) (BACKDOOR_REQUIRE_DATA=1 makes this a failure)"
+        }
+    }
+
+    /// Package root, derived from a source file path inside `Sources/` or `Tests/`.
+    public static func packageRoot(from filePath: String = #filePath) -> String {
+        var url = URL(fileURLWithPath: filePath)
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) {
+                return url.path
+            }
+        }
+        return FileManager.default.currentDirectoryPath
+    }
+
+    public static var isRequired: Bool {
+        ProcessInfo.processInfo.environment["BACKDOOR_REQUIRE_DATA"] == "1"
+    }
+
+    /// The shared `data` folder, or nil when absent and not required.
+    public static func directory(from filePath: String = #filePath) throws -> String? {
+        let path = ProcessInfo.processInfo.environment["BACKDOOR_SHARED_DATA"]
+            ?? URL(fileURLWithPath: packageRoot(from: filePath)).deletingLastPathComponent()
+                .appendingPathComponent("shared/data").path
+        if FileManager.default.fileExists(atPath: path + "/cifar10/cifar-10-batches-bin/test_batch.bin") {
+            return path
+        }
+        if isRequired { throw Missing(looked: path) }
+        return nil
+    }
+}
