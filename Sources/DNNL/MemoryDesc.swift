@@ -27,7 +27,7 @@ public enum PlainLayout {
 }
 
 /// A oneDNN memory descriptor: shape, data type and (possibly blocked) layout.
-public struct MemoryDesc: CustomStringConvertible {
+public struct MemoryDesc: CustomStringConvertible, Equatable {
     var raw: dnnl_memory_desc_t
 
     init(raw: dnnl_memory_desc_t) { self.raw = raw }
@@ -75,7 +75,7 @@ public struct MemoryDesc: CustomStringConvertible {
 
     public var description: String { "\(shape)\(isPlain ? "" : " blocked")" }
 
-    static func == (a: MemoryDesc, b: MemoryDesc) -> Bool {
+    public static func == (a: MemoryDesc, b: MemoryDesc) -> Bool {
         var x = a.raw, y = b.raw
         return dnnl_memory_desc_equal(&x, &y) != 0
     }
