@@ -1,3 +1,0 @@
-import XCTest
-
-// Tests of the Formats module land in this folder.
