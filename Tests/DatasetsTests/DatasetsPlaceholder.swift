@@ -1,0 +1,3 @@
+import XCTest
+
+// Tests of the Datasets module land in this folder.
