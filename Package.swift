@@ -26,14 +26,18 @@ let package = Package(
         .target(name: "Formats", dependencies: ["Support", "CPNG", "CZLibSystem", "ZIPFoundation"]),
         // CIFAR-10 loading, verification, download, split, augmentation, batching.
         .target(name: "Datasets", dependencies: ["Support", "Formats", "CZLibSystem"]),
+        // Training loop, evaluation, run logs.
+        .target(name: "Training", dependencies: ["Support", "NN", "Datasets"]),
+        // Experiment reports: HTML with inline SVG plots, Markdown.
+        .target(name: "Reports", dependencies: ["Support", "Formats"]),
         // Triggers, poisoning, clean-label PGD.
         .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"]),
         // Adversarial Neuron Pruning.
-        .target(name: "Defenses", dependencies: ["Support", "Attacks", "NN", "Datasets"]),
+        .target(name: "Defenses", dependencies: ["Support", "Training", "Attacks", "NN", "Datasets"]),
         .executableTarget(
             name: "BackdoorCLI",
             dependencies: [
-                "Support", "NN", "Formats", "Datasets", "Attacks", "Defenses",
+                "Support", "NN", "Formats", "Datasets", "Training", "Attacks", "Defenses", "Reports",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -41,8 +45,10 @@ let package = Package(
         .testTarget(name: "NNTests", dependencies: ["NN", "DNNL", "Formats"]),
         .testTarget(name: "FormatsTests", dependencies: ["Formats"]),
         .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Formats"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "NN", "Datasets"]),
+        .testTarget(name: "ReportsTests", dependencies: ["Reports"]),
         .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Datasets", "NN"]),
-        .testTarget(name: "DefensesTests", dependencies: ["Defenses", "Attacks", "NN"]),
+        .testTarget(name: "DefensesTests", dependencies: ["Defenses", "Attacks", "NN", "Training", "Datasets"]),
         .testTarget(name: "CLITests", dependencies: ["BackdoorCLI"]),
     ]
 )

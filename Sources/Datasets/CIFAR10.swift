@@ -1,0 +1,160 @@
+import Foundation
+import Support
+
+/// CIFAR-10 in either official layout: the binary one (`cifar-10-batches-bin/`) or the pickled
+/// python one (`cifar-10-batches-py/`, what torchvision downloads).
+public enum CIFAR10 {
+    public static let classNames = ["airplane", "automobile", "bird", "cat", "deer",
+                                    "dog", "frog", "horse", "ship", "truck"]
+    public static let classCount = 10
+    public static let recordsPerFile = 10_000
+    public static let trainCount = 50_000
+    public static let testCount = 10_000
+    /// One binary record: a label byte, then 1,024 red, 1,024 green and 1,024 blue bytes.
+    public static let recordBytes = 1 + ImageSet.pixelsPerImage
+
+    public enum Layout: String, CaseIterable {
+        case binary = "cifar-10-batches-bin"
+        case python = "cifar-10-batches-py"
+
+        /// The folder name inside the data directory.
+        public var folderName: String { rawValue }
+        /// Training batch file names, in the official order.
+        public var trainFiles: [String] {
+            (1...5).map { self == .binary ? "data_batch_\($0).bin" : "data_batch_\($0)" }
+        }
+        public var testFile: String { self == .binary ? "test_batch.bin" : "test_batch" }
+        public var metaFile: String { self == .binary ? "batches.meta.txt" : "batches.meta" }
+        /// The members `data fetch` extracts: the batches and the class names.
+        public var expectedFiles: [String] { trainFiles + [testFile, metaFile] }
+        public var batchFiles: [String] { trainFiles + [testFile] }
+    }
+
+    /// Training (official order: data_batch_1 … 5) and test images of one layout folder.
+    public struct DataSet {
+        public let train: ImageSet
+        public let test: ImageSet
+        public let layout: Layout
+        /// The layout folder the files were read from.
+        public let folder: String
+    }
+
+    /// The layout folder inside `dataDirectory`, preferring the binary layout when both exist.
+    public static func findLayout(in dataDirectory: String) -> (layout: Layout, folder: String)? {
+        for layout in Layout.allCases {
+            let folder = (dataDirectory as NSString).appendingPathComponent(layout.folderName)
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue {
+                return (layout, folder)
+            }
+        }
+        return nil
+    }
+
+    /// Loads train and test sets from the data directory (the folder holding a layout folder).
+    /// `recordsPerFile` is 10,000 for the real data; small fixtures pass their own size.
+    public static func load(directory dataDirectory: String, recordsPerFile: Int = recordsPerFile) throws -> DataSet {
+        guard let (layout, folder) = findLayout(in: dataDirectory) else {
+            throw FileError(dataDirectory, "holds neither \(Layout.binary.folderName)/ nor \(Layout.python.folderName)/")
+        }
+        let paths = layout.batchFiles.map { (folder as NSString).appendingPathComponent($0) }
+        let reader: (String, Int) throws -> ImageSet = layout == .binary ? readBinaryBatch : readPythonBatch
+        // Files are independent: read them on both cores.
+        var results = [Result<ImageSet, Error>?](repeating: nil, count: paths.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: paths.count) { i in
+            let result = Result { try reader(paths[i], recordsPerFile) }
+            lock.lock(); results[i] = result; lock.unlock()
+        }
+        let sets = try results.map { try $0!.get() }
+        return DataSet(train: concatenate(Array(sets[0..<5])), test: sets[5], layout: layout, folder: folder)
+    }
+
+    /// Joins image sets in order.
+    public static func concatenate(_ sets: [ImageSet]) -> ImageSet {
+        let total = sets.reduce(0) { $0 + $1.count }
+        var pixels = [UInt8](repeating: 0, count: total * ImageSet.pixelsPerImage)
+        var labels = [Int]()
+        labels.reserveCapacity(total)
+        var offset = 0
+        pixels.withUnsafeMutableBytes { out in
+            for set in sets {
+                set.pixels.withUnsafeBytes { src in
+                    if src.count > 0 { (out.baseAddress! + offset).copyMemory(from: src.baseAddress!, byteCount: src.count) }
+                }
+                offset += set.pixels.count
+                labels.append(contentsOf: set.labels)
+            }
+        }
+        return ImageSet(pixels: pixels, labels: labels)
+    }
+
+    // MARK: - Binary layout
+
+    /// Reads one binary batch file of exactly `expectedRecords` records.
+    public static func readBinaryBatch(path: String, expectedRecords: Int = recordsPerFile) throws -> ImageSet {
+        let data = try readWholeFile(path)
+        return try decodeBinaryBatch(data, path: path, expectedRecords: expectedRecords)
+    }
+
+    public static func decodeBinaryBatch(_ data: Data, path: String, expectedRecords: Int) throws -> ImageSet {
+        let expectedBytes = expectedRecords * recordBytes
+        guard data.count == expectedBytes else {
+            let kind = data.count < expectedBytes ? "truncated" : "oversized"
+            let records = data.count % recordBytes == 0 ? "\(data.count / recordBytes) records" :
+                "\(data.count / recordBytes) records and \(data.count % recordBytes) stray bytes"
+            throw FileError(path, "\(kind): \(data.count) bytes (\(records)); expected \(expectedBytes) bytes "
+                + "(\(expectedRecords) records of \(recordBytes) bytes: label, then R, G, B planes)")
+        }
+        var labels = [Int](repeating: 0, count: expectedRecords)
+        var pixels = [UInt8](repeating: 0, count: expectedRecords * ImageSet.pixelsPerImage)
+        var badRecord = -1, badLabel = 0
+        data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            let src = raw.bindMemory(to: UInt8.self)
+            pixels.withUnsafeMutableBufferPointer { dst in
+                labels.withUnsafeMutableBufferPointer { labelsOut in
+                    for r in 0..<expectedRecords {
+                        let record = r * recordBytes
+                        let label = Int(src[record])
+                        if label >= classCount, badRecord < 0 { badRecord = r; badLabel = label }
+                        labelsOut[r] = label
+                        planesToHWC(src.baseAddress! + record + 1, dst.baseAddress! + r * ImageSet.pixelsPerImage)
+                    }
+                }
+            }
+        }
+        if badRecord >= 0 {
+            throw FileError(path, "record \(badRecord) (byte offset \(badRecord * recordBytes)) has label byte \(badLabel); expected 0-9")
+        }
+        return ImageSet(pixels: pixels, labels: labels)
+    }
+
+    /// One image from planes (1,024 R, 1,024 G, 1,024 B) to interleaved HWC.
+    @inline(__always)
+    static func planesToHWC(_ planes: UnsafePointer<UInt8>, _ out: UnsafeMutablePointer<UInt8>) {
+        let plane = ImageSet.height * ImageSet.width
+        for p in 0..<plane {
+            out[3 * p] = planes[p]
+            out[3 * p + 1] = planes[plane + p]
+            out[3 * p + 2] = planes[2 * plane + p]
+        }
+    }
+
+    static func readWholeFile(_ path: String) throws -> Data {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw FileError(path, "missing")
+        }
+        do {
+            return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+        } catch {
+            throw FileError(path, "cannot read: \(error.localizedDescription)")
+        }
+    }
+
+    // MARK: - Python layout
+
+    /// Reads one pickled batch of the python layout.
+    public static func readPythonBatch(path: String, expectedRecords: Int = recordsPerFile) throws -> ImageSet {
+        throw FileError(path, "python layout not yet supported")
+    }
+}

@@ -1,0 +1,1 @@
+// Reports module: report.html / report.md builders land here.

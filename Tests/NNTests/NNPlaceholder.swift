@@ -1,3 +1,0 @@
-import XCTest
-
-// Tests of the NN module land in this folder.

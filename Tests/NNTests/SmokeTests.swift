@@ -1,0 +1,19 @@
+import XCTest
+@testable import NN
+import Support
+
+final class SmokeTests: XCTestCase {
+    func testForwardBackwardRuns() throws {
+        let model = try ResNet18(width: 4, seed: 1)
+        var g = SeededGenerator(seed: 3)
+        let n = 4
+        let x = (0..<(n * 3 * 32 * 32)).map { _ in g.nextGaussian() }
+        let labels: [Int32] = [0, 1, 2, 3]
+        let logits = try model.forward(images: x, count: n, mode: .training)
+        XCTAssertEqual(logits.count, n * 10)
+        let ce = CrossEntropy.evaluate(logits: logits, labels: labels, classes: 10)
+        let gx = try model.backward(logitsGradient: ce.logitsGradient, weightGradients: true, wantInputGradient: true)
+        XCTAssertEqual(gx?.count, x.count)
+        print("loss", ce.meanLoss, "params", model.parameterCount)
+    }
+}

@@ -1,0 +1,3 @@
+import XCTest
+
+// Tests of the Reports module land in this folder.

@@ -1,0 +1,3 @@
+import XCTest
+
+// Tests of the Training module land in this folder.
