@@ -76,16 +76,8 @@ public struct AttackSettings: Equatable {
         var note: String?
         switch kind {
         case .gaussianNoise:
-            if let patternPath {
-                let image = try PNG.read(path: patternPath, alpha: .reject)
-                guard image.width == Trigger.width && image.height == Trigger.height else {
-                    throw FileError(patternPath, "trigger pattern is \(image.width)x\(image.height); expected a 32x32 image")
-                }
-                trigger = try .gaussianNoise(pattern: image.pixels, channels: image.channels, alpha: effectiveAlpha)
-                source = patternPath
-            } else {
-                trigger = try .gaussianNoise(pattern: Trigger.seededNoisePattern(seed: seed), channels: 3, alpha: effectiveAlpha)
-                source = "seeded noise (seed \(seed))"
+            (trigger, source) = try Trigger.blend(patternFile: patternPath, alpha: effectiveAlpha, seed: seed)
+            if patternPath == nil {
                 note = "no --trigger-pattern given: the Blend pattern is this tool's own seeded uniform noise (seed \(seed)); "
                     + "pass --trigger-pattern ../shared/data/anp/cifar_gaussian_noise.png for the papers' pattern"
             }
@@ -108,11 +100,31 @@ public struct AttackSettings: Equatable {
         case .cleanLabel:
             let directory = cleanLabelDirectory!
             let set = try PoisonedSetFolder.read(directory: directory)
+            guard set.count == attackerSet.count else {
+                throw FileError(directory, "holds \(set.count) images but the attacker split has \(attackerSet.count); "
+                    + "use the --split-file and --val-frac the folder was made with")
+            }
             if let made = set.poisonedLabel, made != target {
                 throw AttackError.invalidValue(name: "poison target", value: "\(target)",
                                                allowed: "\(made), the class the clean-label folder \(directory) was made for")
             }
             return set
         }
+    }
+}
+
+extension Trigger {
+    /// The Blend trigger with the pattern of `patternFile` (a 32x32 gray or RGB PNG) or, without
+    /// one, the seeded noise; `source` says which, for the trigger information and the user.
+    public static func blend(patternFile: String?, alpha: Double, seed: UInt64) throws -> (trigger: Trigger, source: String) {
+        guard let patternFile else {
+            return (try .gaussianNoise(pattern: seededNoisePattern(seed: seed), channels: 3, alpha: alpha),
+                    "seeded noise (seed \(seed))")
+        }
+        let image = try PNG.read(path: patternFile, alpha: .reject)
+        guard image.width == width && image.height == height else {
+            throw FileError(patternFile, "trigger pattern is \(image.width)x\(image.height); expected a 32x32 image")
+        }
+        return (try .gaussianNoise(pattern: image.pixels, channels: image.channels, alpha: alpha), patternFile)
     }
 }

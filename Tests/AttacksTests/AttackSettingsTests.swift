@@ -96,6 +96,9 @@ final class AttackSettingsTests: XCTestCase {
         XCTAssertEqual(info.trigger, try .checkerboard4Corner())
         XCTAssertEqual(try settings.trainingSet(attackerSet: clean, triggerInfo: info), folderSet)
 
+        XCTAssertThrowsError(try settings.trainingSet(attackerSet: clean.subset(Array(0..<19)), triggerInfo: info)) { error in
+            XCTAssertTrue("\(error)".contains("holds 20 images but the attacker split has 19"), "\(error)")
+        }
         let wrongTarget = AttackSettings(poisonType: .cleanLabel, target: 5, cleanLabelDirectory: directory)
         XCTAssertThrowsError(try wrongTarget.trainingSet(attackerSet: clean, triggerInfo: info)) { error in
             XCTAssertTrue("\(error)".contains("poison target 5 is not allowed; expected 3, the class the clean-label folder"), "\(error)")
