@@ -22,6 +22,24 @@ public enum PoisonedSetFolder {
         try NPY.write(HostTensor(uint8s: set.isPoisoned.map { $0 ? 1 : 0 }, shape: [count]), path: path(directory, flagFile))
     }
 
+    public static let examplesFile = "examples.png"
+
+    /// What `backdoor poison --export` and `backdoor clean-label` write: the three arrays, the
+    /// trigger information (`trigger_info.safetensors` and its JSON twin) and `examples.png`
+    /// (clean images of `clean` above their poisoned versions). Returns the files written.
+    @discardableResult
+    public static func export(_ set: PoisonedTrainingSet, clean: ImageSet, triggerInfo: TriggerInfo,
+                              to directory: String) throws -> [String] {
+        precondition(clean.count == set.count, "the clean set pairs image by image with the poisoned one")
+        try write(set, to: directory)
+        let infoPath = path(directory, TriggerInfo.fileName)
+        try triggerInfo.write(path: infoPath)
+        let grid = ExampleGrid.make(clean: clean, poisoned: set.images, indices: ExampleGrid.sampleIndices(set.poisonedIndices))
+        try PNG.write(grid, path: path(directory, examplesFile))
+        return [dataFile, labelFile, flagFile].map { path(directory, $0) }
+            + [infoPath, TriggerInfo.jsonTwinPath(for: infoPath), path(directory, examplesFile)]
+    }
+
     /// Reads and checks a folder: the three arrays must exist, have the dtypes above (labels may
     /// also be int32; flags bool or int64), agree in length, and hold labels 0-9 and flags 0/1.
     public static func read(directory: String) throws -> PoisonedTrainingSet {

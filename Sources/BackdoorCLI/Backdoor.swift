@@ -8,5 +8,6 @@ struct Backdoor: ParsableCommand {
         subcommands: [
             // Each subcommand lives in its own file of this folder.
             TrainCommand.self, EvalCommand.self, BenchCommand.self,
+            PoisonCommand.self, CleanLabelCommand.self,
         ])
 }
