@@ -1,0 +1,130 @@
+import Foundation
+import Formats
+import Support
+
+/// What `backdoor train` saves beside a model so that `eval` and the defense can rebuild the
+/// poisoned test set: the attack, the trigger (pattern, mask, alpha) and the target class.
+/// Stored as safetensors with a JSON summary twin; the format is documented in
+/// docs/trigger-info.md so a Python user can read it with `safetensors.numpy.load_file`.
+public struct TriggerInfo: Equatable {
+    public static let formatName = "backdoorlab.trigger_info"
+    public static let formatVersion = "1"
+    /// The file name beside a model.
+    public static let fileName = "trigger_info.safetensors"
+
+    /// The attack that used the trigger: "badnets", "blend" or "clean-label".
+    public var poisonType: String
+    public var trigger: Trigger
+    public var target: Int
+    /// Where the pattern came from when it is not built in (a PNG path, or the seeded noise).
+    public var patternSource: String?
+
+    public init(poisonType: String, trigger: Trigger, target: Int, patternSource: String? = nil) throws {
+        try Poisoning.validate(target: target)
+        self.poisonType = poisonType
+        self.trigger = trigger
+        self.target = target
+        self.patternSource = patternSource
+    }
+
+    /// The JSON summary written next to `path` (same name, `.json`).
+    public static func jsonTwinPath(for path: String) -> String {
+        ((path as NSString).deletingPathExtension as NSString).appendingPathExtension("json")!
+    }
+
+    // MARK: Writing
+
+    /// Writes the safetensors file and its JSON summary twin, each atomically.
+    public func write(path: String) throws {
+        let file = SafeTensors(
+            tensors: ["trigger_pattern": Self.tensor(trigger.pattern, channels: trigger.patternChannels),
+                      "trigger_mask": Self.tensor(trigger.mask, channels: trigger.maskChannels)],
+            metadata: metadata)
+        try file.write(path: path)
+        var summary: [String: Any] = [
+            "format": Self.formatName, "version": Self.formatVersion,
+            "poison_type": poisonType, "trigger_type": trigger.kind.rawValue,
+            "trigger_alpha": trigger.alpha, "poison_target": target,
+            "trigger_pattern_shape": [Trigger.height, Trigger.width, trigger.patternChannels],
+            "trigger_mask_shape": [Trigger.height, Trigger.width, trigger.maskChannels],
+            "tensors_file": (path as NSString).lastPathComponent,
+        ]
+        if let patternSource { summary["pattern_source"] = patternSource }
+        try AtomicFile.write(try JSONOutput.string(summary) + "\n", to: Self.jsonTwinPath(for: path))
+    }
+
+    var metadata: [String: String] {
+        var metadata = ["format": Self.formatName, "version": Self.formatVersion,
+                        "poison_type": poisonType, "trigger_type": trigger.kind.rawValue,
+                        "trigger_alpha": "\(trigger.alpha)", "poison_target": "\(target)"]
+        if let patternSource { metadata["pattern_source"] = patternSource }
+        return metadata
+    }
+
+    /// uint8 when every value is a whole number in 0...255 (always so for this tool's
+    /// triggers, as in the reference); float64 otherwise, so a soft mask survives exactly.
+    static func tensor(_ values: [Double], channels: Int) -> HostTensor {
+        let shape = [Trigger.height, Trigger.width, channels]
+        if values.allSatisfy({ $0 == $0.rounded() && $0 >= 0 && $0 <= 255 }) {
+            return HostTensor(uint8s: values.map { UInt8($0) }, shape: shape)
+        }
+        return HostTensor(doubles: values, shape: shape)
+    }
+
+    // MARK: Reading
+
+    public static func read(path: String) throws -> TriggerInfo {
+        func fail(_ message: String) -> FileError {
+            FileError(path, "\(message) (a trigger information file is safetensors as written by `backdoor train`; see docs/trigger-info.md)")
+        }
+        let file: SafeTensors
+        do {
+            file = try SafeTensors.read(path: path)
+        } catch let error as FileError {
+            throw fail("not a trigger information file: \(error.message)")
+        }
+        guard file.metadata["format"] == formatName else {
+            throw fail("metadata \"format\" is \(file.metadata["format"].map { "\"\($0)\"" } ?? "missing"); expected \"\(formatName)\"")
+        }
+        guard file.metadata["version"] == formatVersion else {
+            throw fail("format version \(file.metadata["version"] ?? "missing") is not supported; expected \(formatVersion)")
+        }
+        func field(_ key: String) throws -> String {
+            guard let value = file.metadata[key] else { throw fail("metadata has no \"\(key)\"") }
+            return value
+        }
+        let typeName = try field("trigger_type")
+        guard let kind = Trigger.Kind(rawValue: typeName) else {
+            throw fail("trigger_type \"\(typeName)\" is unknown; expected one of \(Trigger.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let alphaText = try field("trigger_alpha")
+        guard let alpha = Double(alphaText) else { throw fail("trigger_alpha \"\(alphaText)\" is not a number") }
+        let targetText = try field("poison_target")
+        guard let target = Int(targetText) else { throw fail("poison_target \"\(targetText)\" is not an integer") }
+
+        func values(_ name: String) throws -> (values: [Double], channels: Int) {
+            guard let tensor = file.tensors[name] else { throw fail("no tensor \"\(name)\"") }
+            // A leading batch axis of 1 is accepted: the reference stores (1, 32, 32, C).
+            let shape = tensor.shape.count == 4 && tensor.shape[0] == 1 ? Array(tensor.shape.dropFirst()) : tensor.shape
+            guard shape.count == 3, shape[0] == Trigger.height, shape[1] == Trigger.width, [1, 3].contains(shape[2]) else {
+                throw fail("tensor \"\(name)\" has shape \(tensor.shape); expected [32, 32, 1] or [32, 32, 3]")
+            }
+            switch tensor.dtype {
+            case .u8: return (try tensor.uint8s().map(Double.init), shape[2])
+            case .f32: return (try tensor.floats().map(Double.init), shape[2])
+            case .f64: return (try tensor.doubles(), shape[2])
+            default: throw fail("tensor \"\(name)\" has dtype \(tensor.dtype.safetensorsName); expected U8, F32 or F64")
+            }
+        }
+        let pattern = try values("trigger_pattern")
+        let mask = try values("trigger_mask")
+        do {
+            let trigger = try Trigger(kind: kind, pattern: pattern.values, patternChannels: pattern.channels,
+                                      mask: mask.values, maskChannels: mask.channels, alpha: alpha)
+            return try TriggerInfo(poisonType: try field("poison_type"), trigger: trigger, target: target,
+                                   patternSource: file.metadata["pattern_source"])
+        } catch let error as AttackError {
+            throw fail("\(error)")
+        }
+    }
+}

@@ -1,3 +1,0 @@
-import XCTest
-
-// Tests of the Attacks module land in this folder.
