@@ -24,12 +24,7 @@ public struct TorchCheckpoint: Equatable {
 
     /// The model weights: the tensors under a top-level "state_dict" key (prefix removed) when
     /// there is one, as the reference loader does, else all tensors.
-    public var stateDict: [NamedTensor] {
-        let prefix = "state_dict."
-        let nested = tensors.filter { $0.name.hasPrefix(prefix) }
-        guard !nested.isEmpty else { return tensors }
-        return nested.map { NamedTensor(name: String($0.name.dropFirst(prefix.count)), tensor: $0.tensor) }
-    }
+    public var stateDict: [NamedTensor] { TensorFile.stateDict(of: tensors) }
 
     /// The tensor of a name, if present.
     public subscript(name: String) -> HostTensor? { tensors.first { $0.name == name }?.tensor }
@@ -291,6 +286,17 @@ private struct Interpreter {
         }
         guard lastIndex < available else {
             throw CheckpointError("\"\(name)\": tensor of size \(sizes), stride \(strides), offset \(offset) reaches element \(lastIndex), but its storage holds \(available) \(dtype.rawValue) elements")
+        }
+        // C-contiguous views (almost every tensor of a state_dict) are one slice of the storage.
+        var contiguousStride = 1
+        var isContiguous = true
+        for (size, step) in zip(sizes, strides).reversed() where size > 1 {
+            if step != contiguousStride { isContiguous = false }
+            contiguousStride *= size
+        }
+        if isContiguous {
+            return HostTensor(dtype: dtype, shape: sizes,
+                              data: Array(storage.bytes[(offset * elementSize)..<((offset + count) * elementSize)]))
         }
         var out = [UInt8](repeating: 0, count: count * elementSize)
         storage.bytes.withUnsafeBytes { source in
