@@ -501,7 +501,9 @@ extension PickleValue {
             guard let head = object.dictEntries else { return nil }
             return head + entries
         case .build(let object, _): return object.dictEntries
-        case .reduce(.global, .tuple([])), .newObject(.global, .tuple([])): return []
+        case .reduce(.global(let type), .tuple([])), .newObject(.global(let type), .tuple([])):
+            let dictTypes: Set<PickleGlobal> = [PickleGlobal("collections", "OrderedDict"), PickleGlobal("builtins", "dict")]
+            return dictTypes.contains(type) ? [] : nil
         default: return nil
         }
     }

@@ -94,25 +94,16 @@ final class TorchCheckpointTests: XCTestCase {
         }
     }
 
-    /// Mutated fixtures must only ever produce thrown errors (or a valid reading), never a crash.
+    /// Mutated fixtures must only ever produce thrown errors (or a valid reading), never a crash
+    /// (`BACKDOOR_FUZZ_ITERATIONS` scales the run; see FuzzTests).
     func testMutatedFilesOnlyThrow() throws {
         var generator = SplitMix(seed: 2026)
         let sources = ["torch/views.pt", "torch/legacy_views.pt", "torch/trigger_info.pt", "numpy_p2.pkl", "numpy_p5.pkl"]
         var outcomes = (read: 0, refused: 0)
         for source in sources {
             let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: FixturePaths.formats(source))))
-            for _ in 0..<600 {
-                var bytes = original
-                for _ in 0..<(1 + Int(generator.next() % 4)) {
-                    let position = Int(generator.next() % UInt64(bytes.count))
-                    switch generator.next() % 4 {
-                    case 0: bytes[position] = UInt8(truncatingIfNeeded: generator.next())
-                    case 1: bytes[position] ^= 1 << (generator.next() % 8)
-                    case 2: bytes.insert(UInt8(truncatingIfNeeded: generator.next()), at: position)
-                    default: bytes.removeSubrange(position..<min(bytes.count, position + 1 + Int(generator.next() % 16)))
-                    }
-                    if bytes.isEmpty { bytes = [0x80] }
-                }
+            for _ in 0..<FuzzTests.iterations {
+                let bytes = FuzzTests.mutate(original, &generator)
                 do {
                     _ = try TorchCheckpoint.decode(Data(bytes), path: "fuzz")
                     outcomes.read += 1
@@ -121,6 +112,21 @@ final class TorchCheckpointTests: XCTestCase {
                 }
             }
         }
-        XCTAssertGreaterThan(outcomes.refused, 1000)
+        // Damage aimed at the zip structure: the central directory and end records at the tail.
+        let archive = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path("views.pt"))))
+        let tail = archive.count - 1200
+        for _ in 0..<FuzzTests.iterations {
+            var bytes = archive
+            for _ in 0..<(1 + Int(generator.next() % 3)) {
+                bytes[tail + Int(generator.next() % 1200)] = UInt8(truncatingIfNeeded: generator.next())
+            }
+            do {
+                _ = try TorchCheckpoint.decode(Data(bytes), path: "fuzz")
+                outcomes.read += 1
+            } catch is FileError {
+                outcomes.refused += 1
+            }
+        }
+        XCTAssertGreaterThan(outcomes.refused, FuzzTests.iterations * 3)
     }
 }
