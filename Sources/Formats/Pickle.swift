@@ -54,7 +54,8 @@ public indirect enum PickleValue: Equatable {
 public struct PickleError: Error, CustomStringConvertible {
     public let offset: Int
     public let message: String
-    public var description: String { "pickle: \(message) (at byte \(offset))" }
+    /// Byte offset of the failing opcode; -1 for problems of the finished tree (size, nesting).
+    public var description: String { offset >= 0 ? "pickle: \(message) (at byte \(offset))" : "pickle: \(message)" }
 }
 
 /// Restricted reader for pickles of protocols 2 to 5 (and the protocol-1 opcodes Python 2 used):
