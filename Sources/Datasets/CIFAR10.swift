@@ -58,16 +58,62 @@ public enum CIFAR10 {
             throw FileError(dataDirectory, "holds neither \(Layout.binary.folderName)/ nor \(Layout.python.folderName)/")
         }
         let paths = layout.batchFiles.map { (folder as NSString).appendingPathComponent($0) }
-        let reader: (String, Int) throws -> ImageSet = layout == .binary ? readBinaryBatch : readPythonBatch
+        if layout == .binary {
+            let (train, test) = try loadBinary(trainPaths: Array(paths[0..<5]), testPath: paths[5], recordsPerFile: recordsPerFile)
+            return DataSet(train: train, test: test, layout: layout, folder: folder)
+        }
         // Files are independent: read them on both cores.
         var results = [Result<ImageSet, Error>?](repeating: nil, count: paths.count)
         let lock = NSLock()
         DispatchQueue.concurrentPerform(iterations: paths.count) { i in
-            let result = Result { try reader(paths[i], recordsPerFile) }
+            let result = Result { try readPythonBatch(path: paths[i], expectedRecords: recordsPerFile) }
             lock.lock(); results[i] = result; lock.unlock()
         }
         let sets = try results.map { try $0!.get() }
         return DataSet(train: concatenate(Array(sets[0..<5])), test: sets[5], layout: layout, folder: folder)
+    }
+
+    /// Decodes every binary file straight into the final arrays, files in parallel.
+    static func loadBinary(trainPaths: [String], testPath: String, recordsPerFile: Int) throws -> (ImageSet, ImageSet) {
+        let image = ImageSet.pixelsPerImage
+        let trainRecords = trainPaths.count * recordsPerFile
+        var trainPixels = [UInt8](repeating: 0, count: 0)
+        var testPixels = [UInt8]()
+        var trainLabels = [Int](repeating: 0, count: trainRecords)
+        var testLabels = [Int](repeating: 0, count: recordsPerFile)
+        var errors = [Error?](repeating: nil, count: trainPaths.count + 1)
+        let lock = NSLock()
+        trainPixels = [UInt8](unsafeUninitializedCapacity: trainRecords * image) { trainBuffer, trainCount in
+            testPixels = [UInt8](unsafeUninitializedCapacity: recordsPerFile * image) { testBuffer, testCount in
+                trainLabels.withUnsafeMutableBufferPointer { trainLabelBuffer in
+                    testLabels.withUnsafeMutableBufferPointer { testLabelBuffer in
+                        // Unsafe pointers may cross threads here: each file writes its own range.
+                        let trainPixelBase = trainBuffer.baseAddress!, testPixelBase = testBuffer.baseAddress!
+                        let trainLabelBase = trainLabelBuffer.baseAddress!, testLabelBase = testLabelBuffer.baseAddress!
+                        DispatchQueue.concurrentPerform(iterations: trainPaths.count + 1) { i in
+                            let isTest = i == trainPaths.count
+                            let path = isTest ? testPath : trainPaths[i]
+                            let first = isTest ? 0 : i * recordsPerFile
+                            do {
+                                let data = try readWholeFile(path)
+                                try decodeBinary(data, path: path, expectedRecords: recordsPerFile,
+                                                 pixels: (isTest ? testPixelBase : trainPixelBase) + first * image,
+                                                 labels: (isTest ? testLabelBase : trainLabelBase) + first)
+                            } catch {
+                                lock.lock(); errors[i] = error; lock.unlock()
+                            }
+                        }
+                    }
+                }
+                // Fully written unless an error is thrown below; zero-fill then so the array is valid.
+                if errors.contains(where: { $0 != nil }) { testBuffer.initialize(repeating: 0) }
+                testCount = recordsPerFile * image
+            }
+            if errors.contains(where: { $0 != nil }) { trainBuffer.initialize(repeating: 0) }
+            trainCount = trainRecords * image
+        }
+        if let error = errors.compactMap({ $0 }).first { throw error }
+        return (ImageSet(pixels: trainPixels, labels: trainLabels), ImageSet(pixels: testPixels, labels: testLabels))
     }
 
     /// Joins image sets in order.
@@ -98,6 +144,20 @@ public enum CIFAR10 {
     }
 
     public static func decodeBinaryBatch(_ data: Data, path: String, expectedRecords: Int) throws -> ImageSet {
+        var labels = [Int](repeating: 0, count: expectedRecords)
+        var pixels = [UInt8](repeating: 0, count: expectedRecords * ImageSet.pixelsPerImage)
+        try pixels.withUnsafeMutableBufferPointer { pixelBuffer in
+            try labels.withUnsafeMutableBufferPointer { labelBuffer in
+                try decodeBinary(data, path: path, expectedRecords: expectedRecords,
+                                 pixels: pixelBuffer.baseAddress!, labels: labelBuffer.baseAddress!)
+            }
+        }
+        return ImageSet(pixels: pixels, labels: labels)
+    }
+
+    /// Checks the size and labels of a binary batch and writes its images (HWC) and labels.
+    static func decodeBinary(_ data: Data, path: String, expectedRecords: Int,
+                             pixels: UnsafeMutablePointer<UInt8>, labels: UnsafeMutablePointer<Int>) throws {
         let expectedBytes = expectedRecords * recordBytes
         guard data.count == expectedBytes else {
             let kind = data.count < expectedBytes ? "truncated" : "oversized"
@@ -106,27 +166,20 @@ public enum CIFAR10 {
             throw FileError(path, "\(kind): \(data.count) bytes (\(records)); expected \(expectedBytes) bytes "
                 + "(\(expectedRecords) records of \(recordBytes) bytes: label, then R, G, B planes)")
         }
-        var labels = [Int](repeating: 0, count: expectedRecords)
-        var pixels = [UInt8](repeating: 0, count: expectedRecords * ImageSet.pixelsPerImage)
         var badRecord = -1, badLabel = 0
         data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let src = raw.bindMemory(to: UInt8.self)
-            pixels.withUnsafeMutableBufferPointer { dst in
-                labels.withUnsafeMutableBufferPointer { labelsOut in
-                    for r in 0..<expectedRecords {
-                        let record = r * recordBytes
-                        let label = Int(src[record])
-                        if label >= classCount, badRecord < 0 { badRecord = r; badLabel = label }
-                        labelsOut[r] = label
-                        planesToHWC(src.baseAddress! + record + 1, dst.baseAddress! + r * ImageSet.pixelsPerImage)
-                    }
-                }
+            guard let src = raw.bindMemory(to: UInt8.self).baseAddress else { return }
+            for r in 0..<expectedRecords {
+                let record = src + r * recordBytes
+                let label = Int(record[0])
+                if label >= classCount, badRecord < 0 { badRecord = r; badLabel = label }
+                labels[r] = label
+                planesToHWC(record + 1, pixels + r * ImageSet.pixelsPerImage)
             }
         }
         if badRecord >= 0 {
             throw FileError(path, "record \(badRecord) (byte offset \(badRecord * recordBytes)) has label byte \(badLabel); expected 0-9")
         }
-        return ImageSet(pixels: pixels, labels: labels)
     }
 
     /// One image from planes (1,024 R, 1,024 G, 1,024 B) to interleaved HWC.
