@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import Support
 
@@ -206,8 +207,46 @@ public enum CIFAR10 {
 
     // MARK: - Python layout
 
-    /// Reads one pickled batch of the python layout.
+    /// Reads one pickled batch of the python layout: a dict whose `data` is a uint8 array of
+    /// shape (records, 3072) in the binary layout's plane order and whose `labels` is a list.
+    /// The restricted reader admits only numpy's array globals and executes nothing.
     public static func readPythonBatch(path: String, expectedRecords: Int = recordsPerFile) throws -> ImageSet {
-        throw FileError(path, "python layout not yet supported")
+        let root = try Pickle.read(path: path, allowedGlobals: Pickle.numpyGlobals)
+        let expectedShape = [expectedRecords, ImageSet.pixelsPerImage]
+        let expectation = "expected a dict with 'data' (uint8 array of shape \(expectedShape)) and 'labels' (\(expectedRecords) integers 0-9)"
+        guard root.dictEntries != nil else { throw FileError(path, "pickle holds no dict; \(expectation)") }
+        guard let dataValue = root["data"], let labelValues = root["labels"]?.elements else {
+            let keys = root.dictEntries!.compactMap { $0.key.stringValue }
+            throw FileError(path, "pickle dict has keys \(keys); \(expectation)")
+        }
+        let array: HostTensor
+        do {
+            array = try NumpyPickle.array(dataValue)
+        } catch {
+            throw FileError(path, "'data' is not a numpy array (\(error)); \(expectation)")
+        }
+        guard array.dtype == .u8, array.shape == expectedShape else {
+            throw FileError(path, "'data' is a \(array.dtype.rawValue) array of shape \(array.shape); \(expectation)")
+        }
+        guard labelValues.count == expectedRecords else {
+            throw FileError(path, "'labels' has \(labelValues.count) entries; \(expectation)")
+        }
+        var labels = [Int]()
+        labels.reserveCapacity(expectedRecords)
+        for (i, value) in labelValues.enumerated() {
+            guard let label = value.intValue, (0..<classCount).contains(label) else {
+                throw FileError(path, "labels[\(i)] is \(value); expected an integer 0-9")
+            }
+            labels.append(label)
+        }
+        var pixels = [UInt8](repeating: 0, count: expectedRecords * ImageSet.pixelsPerImage)
+        array.data.withUnsafeBufferPointer { src in
+            pixels.withUnsafeMutableBufferPointer { dst in
+                for r in 0..<expectedRecords {
+                    planesToHWC(src.baseAddress! + r * ImageSet.pixelsPerImage, dst.baseAddress! + r * ImageSet.pixelsPerImage)
+                }
+            }
+        }
+        return ImageSet(pixels: pixels, labels: labels)
     }
 }
