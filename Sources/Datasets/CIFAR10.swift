@@ -59,23 +59,22 @@ public enum CIFAR10 {
             throw FileError(dataDirectory, "holds neither \(Layout.binary.folderName)/ nor \(Layout.python.folderName)/")
         }
         let paths = layout.batchFiles.map { (folder as NSString).appendingPathComponent($0) }
-        if layout == .binary {
-            let (train, test) = try loadBinary(trainPaths: Array(paths[0..<5]), testPath: paths[5], recordsPerFile: recordsPerFile)
-            return DataSet(train: train, test: test, layout: layout, folder: folder)
-        }
-        // Files are independent: read them on both cores.
-        var results = [Result<ImageSet, Error>?](repeating: nil, count: paths.count)
-        let lock = NSLock()
-        DispatchQueue.concurrentPerform(iterations: paths.count) { i in
-            let result = Result { try readPythonBatch(path: paths[i], expectedRecords: recordsPerFile) }
-            lock.lock(); results[i] = result; lock.unlock()
-        }
-        let sets = try results.map { try $0!.get() }
-        return DataSet(train: concatenate(Array(sets[0..<5])), test: sets[5], layout: layout, folder: folder)
+        let decode: FileDecoder = layout == .binary
+            ? { path, records, pixels, labels in
+                try decodeBinary(try readWholeFile(path), path: path, expectedRecords: records, pixels: pixels, labels: labels) }
+            : decodePython
+        let (train, test) = try loadFiles(trainPaths: Array(paths[0..<5]), testPath: paths[5],
+                                          recordsPerFile: recordsPerFile, decode: decode)
+        return DataSet(train: train, test: test, layout: layout, folder: folder)
     }
 
-    /// Decodes every binary file straight into the final arrays, files in parallel.
-    static func loadBinary(trainPaths: [String], testPath: String, recordsPerFile: Int) throws -> (ImageSet, ImageSet) {
+    /// Decodes one batch file of `records` records into `pixels` (HWC) and `labels`.
+    typealias FileDecoder = (_ path: String, _ records: Int, _ pixels: UnsafeMutablePointer<UInt8>,
+                             _ labels: UnsafeMutablePointer<Int>) throws -> Void
+
+    /// Decodes every file straight into the final arrays, files in parallel.
+    static func loadFiles(trainPaths: [String], testPath: String, recordsPerFile: Int,
+                          decode: FileDecoder) throws -> (ImageSet, ImageSet) {
         let image = ImageSet.pixelsPerImage
         let trainRecords = trainPaths.count * recordsPerFile
         var trainPixels = [UInt8](repeating: 0, count: 0)
@@ -96,10 +95,8 @@ public enum CIFAR10 {
                             let path = isTest ? testPath : trainPaths[i]
                             let first = isTest ? 0 : i * recordsPerFile
                             do {
-                                let data = try readWholeFile(path)
-                                try decodeBinary(data, path: path, expectedRecords: recordsPerFile,
-                                                 pixels: (isTest ? testPixelBase : trainPixelBase) + first * image,
-                                                 labels: (isTest ? testLabelBase : trainLabelBase) + first)
+                                try decode(path, recordsPerFile, (isTest ? testPixelBase : trainPixelBase) + first * image,
+                                           (isTest ? testLabelBase : trainLabelBase) + first)
                             } catch {
                                 lock.lock(); errors[i] = error; lock.unlock()
                             }
@@ -115,25 +112,6 @@ public enum CIFAR10 {
         }
         if let error = errors.compactMap({ $0 }).first { throw error }
         return (ImageSet(pixels: trainPixels, labels: trainLabels), ImageSet(pixels: testPixels, labels: testLabels))
-    }
-
-    /// Joins image sets in order.
-    public static func concatenate(_ sets: [ImageSet]) -> ImageSet {
-        let total = sets.reduce(0) { $0 + $1.count }
-        var pixels = [UInt8](repeating: 0, count: total * ImageSet.pixelsPerImage)
-        var labels = [Int]()
-        labels.reserveCapacity(total)
-        var offset = 0
-        pixels.withUnsafeMutableBytes { out in
-            for set in sets {
-                set.pixels.withUnsafeBytes { src in
-                    if src.count > 0 { (out.baseAddress! + offset).copyMemory(from: src.baseAddress!, byteCount: src.count) }
-                }
-                offset += set.pixels.count
-                labels.append(contentsOf: set.labels)
-            }
-        }
-        return ImageSet(pixels: pixels, labels: labels)
     }
 
     // MARK: - Binary layout
@@ -211,6 +189,18 @@ public enum CIFAR10 {
     /// shape (records, 3072) in the binary layout's plane order and whose `labels` is a list.
     /// The restricted reader admits only numpy's array globals and executes nothing.
     public static func readPythonBatch(path: String, expectedRecords: Int = recordsPerFile) throws -> ImageSet {
+        var labels = [Int](repeating: 0, count: expectedRecords)
+        var pixels = [UInt8](repeating: 0, count: expectedRecords * ImageSet.pixelsPerImage)
+        try pixels.withUnsafeMutableBufferPointer { pixelBuffer in
+            try labels.withUnsafeMutableBufferPointer { labelBuffer in
+                try decodePython(path, expectedRecords, pixelBuffer.baseAddress!, labelBuffer.baseAddress!)
+            }
+        }
+        return ImageSet(pixels: pixels, labels: labels)
+    }
+
+    static func decodePython(_ path: String, _ expectedRecords: Int, _ pixels: UnsafeMutablePointer<UInt8>,
+                             _ labels: UnsafeMutablePointer<Int>) throws {
         let root = try Pickle.read(path: path, allowedGlobals: Pickle.numpyGlobals)
         let expectedShape = [expectedRecords, ImageSet.pixelsPerImage]
         let expectation = "expected a dict with 'data' (uint8 array of shape \(expectedShape)) and 'labels' (\(expectedRecords) integers 0-9)"
@@ -231,22 +221,16 @@ public enum CIFAR10 {
         guard labelValues.count == expectedRecords else {
             throw FileError(path, "'labels' has \(labelValues.count) entries; \(expectation)")
         }
-        var labels = [Int]()
-        labels.reserveCapacity(expectedRecords)
         for (i, value) in labelValues.enumerated() {
             guard let label = value.intValue, (0..<classCount).contains(label) else {
                 throw FileError(path, "labels[\(i)] is \(value); expected an integer 0-9")
             }
-            labels.append(label)
+            labels[i] = label
         }
-        var pixels = [UInt8](repeating: 0, count: expectedRecords * ImageSet.pixelsPerImage)
         array.data.withUnsafeBufferPointer { src in
-            pixels.withUnsafeMutableBufferPointer { dst in
-                for r in 0..<expectedRecords {
-                    planesToHWC(src.baseAddress! + r * ImageSet.pixelsPerImage, dst.baseAddress! + r * ImageSet.pixelsPerImage)
-                }
+            for r in 0..<expectedRecords {
+                planesToHWC(src.baseAddress! + r * ImageSet.pixelsPerImage, pixels + r * ImageSet.pixelsPerImage)
             }
         }
-        return ImageSet(pixels: pixels, labels: labels)
     }
 }
