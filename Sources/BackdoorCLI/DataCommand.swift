@@ -43,21 +43,19 @@ struct DataCommand: ParsableCommand {
         @Option(help: "Expected MD5 of the archive (default: the official archive's).") var md5: String?
         @Flag(help: "No progress bar.") var quiet = false
 
-        func run() throws {
-            let directory = data.resolved
-            let source: URL?
-            if let url {
-                guard let parsed = URL(string: url), parsed.scheme != nil else {
-                    throw ValidationError("--url \(url) is not a URL; expected e.g. https://host/cifar-10-binary.tar.gz")
-                }
-                source = parsed
-            } else {
-                source = nil
+        func validate() throws {
+            if let url, URL(string: url)?.scheme == nil {
+                throw ValidationError("--url \(url) is not a URL; expected e.g. https://host/cifar-10-binary.tar.gz")
             }
             if let md5, md5.count != 32 || !md5.allSatisfy(\.isHexDigit) {
                 throw ValidationError("--md5 \(md5) is not an MD5 digest; expected 32 hexadecimal digits")
             }
-            let outcome = try CIFAR10Fetch.fetch(into: directory.path, layout: layout.layout, url: source, md5: md5, quiet: quiet)
+        }
+
+        func run() throws {
+            let directory = data.resolved
+            let outcome = try CIFAR10Fetch.fetch(into: directory.path, layout: layout.layout, url: url.flatMap(URL.init(string:)),
+                                                 md5: md5, quiet: quiet)
             if outcome.alreadyPresent {
                 print("\(outcome.folder) is already there; nothing downloaded (`backdoor data check` verifies it).")
             } else {

@@ -208,3 +208,28 @@ final class TarGzipTests: XCTestCase {
         assertThrows([corrupt, "corrupt gzip data"]) { _ = try TarGzip.list(path: corrupt) }
     }
 }
+
+final class FetchLeftoverTests: XCTestCase {
+    /// Partial files of a killed fetch are cleared; those of a live process stay.
+    func testLeftoversOfDeadProcessesAreRemoved() throws {
+        let dataDir = try temporaryFolder(self)
+        let dead = dataDir + "/.cifar-10-batches-bin.download-2147483000-1.tar.gz"
+        let deadStaging = dataDir + "/.cifar-10-batches-bin.extract-2147483000-1"
+        let live = dataDir + "/.cifar-10-batches-bin.download-\(getpid())-1.tar.gz"
+        for path in [dead, live] { XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data([1]))) }
+        try FileManager.default.createDirectory(atPath: deadStaging, withIntermediateDirectories: true)
+        // The fetch fails (nothing listens on port 9) but clears first.
+        assertThrows(["download failed"]) {
+            _ = try CIFAR10Fetch.fetch(into: dataDir, url: URL(string: "http://127.0.0.1:9/x.tar.gz")!, quiet: true)
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dataDir), [(live as NSString).lastPathComponent])
+    }
+
+    func testFailedFirstFetchLeavesNoDataDirectory() throws {
+        let dataDir = try temporaryFolder(self) + "/new/data"
+        assertThrows(["127.0.0.1:9"]) {
+            _ = try CIFAR10Fetch.fetch(into: dataDir, url: URL(string: "http://127.0.0.1:9/x.tar.gz")!, quiet: true)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dataDir))
+    }
+}
