@@ -75,10 +75,10 @@ public enum CIFAR10 {
     /// Decodes every file straight into the final arrays, files in parallel.
     static func loadFiles(trainPaths: [String], testPath: String, recordsPerFile: Int,
                           decode: FileDecoder) throws -> (ImageSet, ImageSet) {
+        precondition(recordsPerFile > 0, "recordsPerFile must be positive")
         let image = ImageSet.pixelsPerImage
         let trainRecords = trainPaths.count * recordsPerFile
-        var trainPixels = [UInt8](repeating: 0, count: 0)
-        var testPixels = [UInt8]()
+        var trainPixels = [UInt8](), testPixels = [UInt8]()  // filled below without zeroing first
         var trainLabels = [Int](repeating: 0, count: trainRecords)
         var testLabels = [Int](repeating: 0, count: recordsPerFile)
         var errors = [Error?](repeating: nil, count: trainPaths.count + 1)
