@@ -7,5 +7,6 @@ struct Backdoor: ParsableCommand {
         abstract: "Backdoor attacks on image classifiers and Adversarial Neuron Pruning, on oneDNN.",
         subcommands: [
             // Each subcommand lives in its own file of this folder.
+            ReportCommand.self,
         ])
 }
