@@ -144,7 +144,7 @@ public enum ReportBuilder {
                 .init(name: "training loss", points: curve(log, \.trainLoss), dashed: true),
             ])
         let rows = log.map { record in
-            ["\(record.step)", optional(record.learningRate) { fixed($0, 4) }, optional(record.trainLoss) { fixed($0, 4) },
+            ["\(record.step)", optional(record.learningRate) { String(format: "%g", $0) }, optional(record.trainLoss) { fixed($0, 4) },
              optional(record.trainAccuracy, percent), optional(record.cleanLoss) { fixed($0, 4) },
              optional(record.cleanAccuracy, percent), optional(record.poisonLoss) { fixed($0, 4) },
              optional(record.poisonAccuracy, percent), optional(record.seconds) { fixed($0, 1) }]
