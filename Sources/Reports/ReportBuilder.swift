@@ -107,8 +107,10 @@ public enum ReportBuilder {
     static let summaryHeaders = ["Attack", "Clean acc. before", "ASR before", "Clean acc. after", "ASR after",
                                  "Clean acc. change", "Threshold", "Pruned neurons", "Time"]
 
+    static let summaryExplanation = "Clean acc.: accuracy on the clean test set. ASR (attack success rate): share of triggered test images of other classes classified as the target. Before: the backdoored model; after: pruned by ANP at the threshold."
+
     static func summarySection(_ run: RunFolder) -> [ReportDocument.Block] {
-        guard let summary = run.summary.value else { return [.note(run.summary.problem!)] }
+        guard let summary = run.summary.value else { return [.note(run.summary.problem!)] + derivedSummary(run) }
         let names = RunFolder.knownAttacks.filter { summary.attacks[$0] != nil }
             + summary.attacks.keys.filter { !RunFolder.knownAttacks.contains($0) }.sorted()
         if names.isEmpty { return [.note("Missing: summary.json lists no attacks")] }
@@ -119,9 +121,29 @@ public enum ReportBuilder {
                     points(attack.cleanAccuracyAfter - attack.cleanAccuracyBefore),
                     threshold(attack.threshold), "\(attack.prunedNeurons)", duration(attack.seconds)]
         }
+        return [.table(headers: summaryHeaders, rows: rows, anchor: "summary-table"), .paragraph(summaryExplanation)]
+    }
+
+    /// Without summary.json (a run stopped early), the same table from the stage files: before
+    /// = the last epoch of the training log, after = prune/result.json.
+    static func derivedSummary(_ run: RunFolder) -> [ReportDocument.Block] {
+        let rows = run.attacks.compactMap { attack -> [String]? in
+            let last = attack.trainingLog.value?.last
+            let result = attack.pruneResult.value
+            if last == nil && result == nil { return nil }
+            let before = (last?.cleanAccuracy, last?.poisonAccuracy)
+            let after = (result?.cleanAccuracy, result?.attackSuccessRate)
+            var change = "-"
+            if let cleanBefore = before.0, let cleanAfter = after.0 { change = points(cleanAfter - cleanBefore) }
+            return [attack.name, optional(before.0, percent), optional(before.1, percent), optional(after.0, percent),
+                    optional(after.1, percent), change, optional(result?.threshold, threshold),
+                    result.map { "\($0.prunedNeurons)" } ?? "-", "-"]
+        }
+        if rows.isEmpty { return [] }
         return [
+            .paragraph("From the stage files instead (before: last epoch of train/train_log.jsonl; after: prune/result.json; \"-\" where a stage has not finished):"),
             .table(headers: summaryHeaders, rows: rows, anchor: "summary-table"),
-            .paragraph("Clean acc.: accuracy on the clean test set. ASR (attack success rate): share of triggered test images of other classes classified as the target. Before: the backdoored model; after: pruned by ANP at the threshold."),
+            .paragraph(summaryExplanation),
         ]
     }
 
@@ -252,10 +274,12 @@ public enum ReportBuilder {
                 yRange: 0...100,
                 marker: result.map { byThreshold ? ($0.threshold, "chosen \(threshold($0.threshold))") : (Double($0.prunedNeurons), "chosen: \($0.prunedNeurons)") })
             plots.append(plot(attack, "pruning-by-\(kind)", chart.title, chart.svg))
+            let shown = thinned(table.rows, limit: tableRowLimit)
+            let count = byThreshold ? "\(table.rows.count) thresholds" : "\(table.rows.count) steps"
             tables.append(.foldedTable(
-                summary: byThreshold ? "Pruning by threshold (\(table.rows.count) thresholds)" : "Pruning by number (\(table.rows.count) steps)",
+                summary: "Pruning by \(kind) (\(count)\(shown.count < table.rows.count ? ", \(shown.count) shown" : ""))",
                 headers: byThreshold ? ["Pruned", "Last layer", "Neuron", "Threshold"] + pruningHeaders.dropFirst(4) : pruningHeaders,
-                rows: table.rows.map { row in
+                rows: shown.map { row in
                     ["\(row.pruned)", row.layer, "\(row.neuron)", fixed(row.mask, 4), fixed(row.poisonLoss, 4),
                      percent(row.attackSuccessRate), fixed(row.cleanLoss, 4), percent(row.cleanAccuracy)]
                 }))
@@ -346,6 +370,16 @@ public enum ReportBuilder {
         ]
     }
 
+    /// Longest listing in a table; longer ones (pruning one neuron at a time on a width-64
+    /// model gives thousands of rows) show evenly spaced rows, the first and the last.
+    static let tableRowLimit = 200
+
+    static func thinned<T>(_ rows: [T], limit: Int) -> [T] {
+        guard rows.count > limit, limit >= 2 else { return rows }
+        let stride = Double(rows.count - 1) / Double(limit - 1)
+        return (0..<limit).map { rows[Int((Double($0) * stride).rounded())] }
+    }
+
     // MARK: Formatting
 
     static func plot(_ attack: AttackRun, _ kind: String, _ title: String, _ svg: String) -> Plot {
@@ -383,7 +417,7 @@ public enum ReportBuilder {
         seconds < 60 ? fixed(seconds, 1) + " s" : "\(fixed(seconds, 0)) s (\(ProgressBar.clock(seconds)))"
     }
 
-    static func optional(_ value: Double?, _ format: (Double) -> String) -> String {
+    static func optional<T>(_ value: T?, _ format: (T) -> String) -> String {
         value.map(format) ?? "-"
     }
 }

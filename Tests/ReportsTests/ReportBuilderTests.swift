@@ -158,6 +158,11 @@ final class ReportBuilderTests: XCTestCase {
         XCTAssertFalse(names.contains("badnets-mask-histograms.svg"))
         XCTAssertTrue(report.markdown.contains("> **Missing: badnets/anp/mask_values.txt**"))
         XCTAssertEqual(htmlTableRows(id: "timings-table", in: report.html).map { $0.last }, ["missing", "missing"])
+        // Without summary.json the summary comes from the stage files.
+        XCTAssertEqual(htmlTableRows(id: "summary-table", in: report.html), [
+            ["badnets", "81.43%", "99.62%", "80.48%", "2.51%", "-0.95 pt", "0.20", "23", "-"],
+            ["blend", "80.79%", "97.17%", "79.54%", "2.29%", "-1.25 pt", "0.20", "31", "-"],
+        ])
     }
 
     func testUnreadableFilesBecomeNotesNamingFileAndLine() throws {
@@ -186,6 +191,16 @@ final class ReportBuilderTests: XCTestCase {
                      mentioning: ["nothing-here", "run folder does not exist"])
         try write("x", to: empty + "/file")
         assertThrows(try ReportBuilder.build(runDirectory: empty + "/file"), mentioning: ["file", "is not a folder"])
+    }
+
+    func testLongPruningTablesAreThinned() throws {
+        let rows = Array(0..<4800)
+        let shown = ReportBuilder.thinned(rows, limit: 200)
+        XCTAssertEqual(shown.count, 200)
+        XCTAssertEqual(shown.first, 0)
+        XCTAssertEqual(shown.last, 4799)
+        XCTAssertEqual(Set(shown).count, 200)
+        XCTAssertEqual(ReportBuilder.thinned([1, 2, 3], limit: 200), [1, 2, 3])
     }
 
     /// An attack the runner does not know, with only a training log, sorts after the known ones.
