@@ -65,17 +65,36 @@ public enum ReportBuilder {
 
     // MARK: Sections
 
-    /// Section anchors, in report order.
-    public static let sections: [(anchor: String, title: String)] = [
-        ("summary", "Summary"),
-        ("training", "Training curves"),
-        ("samples", "Clean and triggered examples"),
-        ("masks", "ANP mask values"),
-        ("pruning", "Pruning curves"),
-        ("sweep", "ANP alpha sweep"),
-        ("configuration", "Configuration"),
-        ("timings", "Timings"),
-    ]
+    /// The report's sections, in order; the raw value is the HTML anchor.
+    public enum Section: String, CaseIterable {
+        case summary, training, samples, masks, pruning, sweep, configuration, timings
+
+        public var title: String {
+            switch self {
+            case .summary: return "Summary"
+            case .training: return "Training curves"
+            case .samples: return "Clean and triggered examples"
+            case .masks: return "ANP mask values"
+            case .pruning: return "Pruning curves"
+            case .sweep: return "ANP alpha sweep"
+            case .configuration: return "Configuration"
+            case .timings: return "Timings"
+            }
+        }
+
+        func blocks(_ run: RunFolder) -> [ReportDocument.Block] {
+            switch self {
+            case .summary: return summarySection(run)
+            case .training: return perAttack(run, trainingSection)
+            case .samples: return perAttack(run, samplesSection)
+            case .masks: return perAttack(run, maskSection)
+            case .pruning: return perAttack(run, pruningSection)
+            case .sweep: return sweepSection(run.sweep)
+            case .configuration: return configurationSection(run)
+            case .timings: return timingsSection(run)
+            }
+        }
+    }
 
     static func document(for run: RunFolder) -> ReportDocument {
         let name = URL(fileURLWithPath: run.directory).standardizedFileURL.lastPathComponent
@@ -83,23 +102,14 @@ public enum ReportBuilder {
         if let preset = run.summary.value?.preset {
             document.blocks.append(.paragraph("Preset: \(preset). Attacks: \(run.attacks.isEmpty ? "none found" : run.attacks.map(\.name).joined(separator: ", "))."))
         }
-        for (anchor, title) in sections {
-            document.blocks.append(.heading(level: 2, text: title, anchor: anchor))
-            switch anchor {
-            case "summary": document.blocks += summarySection(run)
-            case "training": document.blocks += perAttack(run, trainingSection)
-            case "samples": document.blocks += perAttack(run, samplesSection)
-            case "masks": document.blocks += perAttack(run, maskSection)
-            case "pruning": document.blocks += perAttack(run, pruningSection)
-            case "sweep": document.blocks += sweepSection(run.sweep)
-            case "configuration": document.blocks += configurationSection(run)
-            default: document.blocks += timingsSection(run)
-            }
+        for section in Section.allCases {
+            document.blocks.append(.heading(level: 2, text: section.title, anchor: section.rawValue))
+            document.blocks += section.blocks(run)
         }
         return document
     }
 
-    private static func perAttack(_ run: RunFolder, _ section: (AttackRun) -> [ReportDocument.Block]) -> [ReportDocument.Block] {
+    static func perAttack(_ run: RunFolder, _ section: (AttackRun) -> [ReportDocument.Block]) -> [ReportDocument.Block] {
         if run.attacks.isEmpty { return [.note("Missing: no attack folders (<attack>/train, anp, prune) in this run folder")] }
         return run.attacks.flatMap { [.heading(level: 3, text: $0.name, anchor: nil)] + section($0) }
     }

@@ -7,7 +7,8 @@ final class ReportBuilderTests: XCTestCase {
     func testEverySectionIsPresentInBothFormats() throws {
         let report = try ReportBuilder.build(runDirectory: ReportFixtures.run)
         XCTAssertEqual(report.problems, [])
-        for (anchor, title) in ReportBuilder.sections {
+        for section in ReportBuilder.Section.allCases {
+            let (anchor, title) = (section.rawValue, section.title)
             XCTAssertTrue(report.html.contains("<h2 id=\"\(anchor)\">\(title)</h2>"), anchor)
             XCTAssertTrue(report.html.contains("<a href=\"#\(anchor)\">"), "navigation link to \(anchor)")
             XCTAssertTrue(report.markdown.contains("\n## \(title)\n"), title)
@@ -148,7 +149,7 @@ final class ReportBuilderTests: XCTestCase {
             "Missing: blend/prune/pruning_by_number.txt",
             "Missing: sweep/sweep.json (run `backdoor sweep` to fill this section)",
         ], "each problem once, in report order")
-        for (anchor, _) in ReportBuilder.sections {
+        for anchor in ReportBuilder.Section.allCases.map(\.rawValue) {
             XCTAssertTrue(report.html.contains("<h2 id=\"\(anchor)\">"), anchor)
         }
         // What is there is still drawn: attacks are found from their folders.
@@ -182,7 +183,7 @@ final class ReportBuilderTests: XCTestCase {
     func testEmptyAndAbsentFolders() throws {
         let empty = try ReportFixtures.temporaryDirectory(self)
         let report = try ReportBuilder.build(runDirectory: empty)
-        for (anchor, _) in ReportBuilder.sections {
+        for anchor in ReportBuilder.Section.allCases.map(\.rawValue) {
             XCTAssertTrue(report.html.contains("<h2 id=\"\(anchor)\">"), anchor)
         }
         XCTAssertTrue(report.plots.isEmpty)
