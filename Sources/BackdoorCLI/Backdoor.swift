@@ -8,6 +8,6 @@ struct Backdoor: ParsableCommand {
         subcommands: [
             // Each subcommand lives in its own file of this folder.
             DataCommand.self, TrainCommand.self, EvalCommand.self, BenchCommand.self,
-            ConvertCommand.self, InspectCommand.self,
+            ConvertCommand.self, InspectCommand.self, ReportCommand.self,
         ])
 }
