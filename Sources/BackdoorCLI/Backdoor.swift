@@ -7,7 +7,7 @@ struct Backdoor: ParsableCommand {
         abstract: "Backdoor attacks on image classifiers and Adversarial Neuron Pruning, on oneDNN.",
         subcommands: [
             // Each subcommand lives in its own file of this folder.
-            TrainCommand.self, EvalCommand.self, BenchCommand.self,
-            PoisonCommand.self, CleanLabelCommand.self,
+            DataCommand.self, PoisonCommand.self, CleanLabelCommand.self, TrainCommand.self, EvalCommand.self,
+            BenchCommand.self, ConvertCommand.self, InspectCommand.self, ReportCommand.self,
         ])
 }

@@ -74,7 +74,7 @@ public enum NPY {
         }
         let (byteCount, overflow) = count.multipliedReportingOverflow(by: dtype.byteSize)
         guard !overflow, byteCount == bytes.count - dataStart else {
-            throw fail("shape \(pythonShape(shape)) of \(descr) needs \(count * dtype.byteSize) data bytes, the file has \(bytes.count - dataStart)")
+            throw fail("shape \(pythonShape(shape)) of \(descr) needs \(overflow ? "more than Int.max" : String(byteCount)) data bytes, the file has \(bytes.count - dataStart)")
         }
         return HostTensor(dtype: dtype, shape: shape, data: Array(bytes[dataStart...]))
     }

@@ -85,7 +85,7 @@ public enum NumpyPickle {
             count = product
         }
         guard count.multipliedReportingOverflow(by: dtype.byteSize) == (raw.count, false) else {
-            throw Unsupported(message: "array of shape \(shape) and dtype \(dtype.rawValue) needs \(count * dtype.byteSize) bytes, found \(raw.count)")
+            throw Unsupported(message: "array of shape \(shape) and dtype \(dtype.rawValue) needs \(count) x \(dtype.byteSize) bytes, found \(raw.count)")
         }
         return HostTensor(dtype: dtype, shape: shape, data: raw)
     }

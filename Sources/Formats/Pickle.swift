@@ -54,7 +54,8 @@ public indirect enum PickleValue: Equatable {
 public struct PickleError: Error, CustomStringConvertible {
     public let offset: Int
     public let message: String
-    public var description: String { "pickle: \(message) (at byte \(offset))" }
+    /// Byte offset of the failing opcode; -1 for problems of the finished tree (size, nesting).
+    public var description: String { offset >= 0 ? "pickle: \(message) (at byte \(offset))" : "pickle: \(message)" }
 }
 
 /// Restricted reader for pickles of protocols 2 to 5 (and the protocol-1 opcodes Python 2 used):
@@ -75,15 +76,26 @@ public enum Pickle {
     /// How Python 3 writes `bytes` at protocol 2 (torch.save's default): `_codecs.encode(text,
     /// "latin1")`, and `bytes()` for empty ones. Harmless; see `PickleValue.bytesValue`.
     public static let bytesGlobals: Set<PickleGlobal> = [
-        PickleGlobal("_codecs", "encode"), PickleGlobal("__builtin__", "bytes"), PickleGlobal("builtins", "bytes"),
+        PickleGlobal("_codecs", "encode"), PickleGlobal("builtins", "bytes"),
     ]
 
     /// Parses a whole pickle held in memory.
     public static func parse(_ bytes: [UInt8], allowedGlobals: Set<PickleGlobal>) throws -> PickleValue {
+        let (value, end) = try parsePrefix(bytes, from: 0, allowedGlobals: allowedGlobals)
+        guard end == bytes.count else {
+            throw PickleError(offset: end, message: "\(bytes.count - end) unexpected bytes after STOP")
+        }
+        return value
+    }
+
+    /// Parses one pickle starting at `offset` of a buffer holding several in a row (torch's
+    /// legacy format); returns the value and the offset after its STOP.
+    public static func parsePrefix(_ bytes: [UInt8], from offset: Int, allowedGlobals: Set<PickleGlobal>) throws -> (PickleValue, Int) {
         var machine = Machine(bytes: bytes, allowedGlobals: allowedGlobals)
+        machine.position = offset
         let root = try machine.run()
         var budget = Limits.maximumNodes
-        return try root.value(depth: 0, budget: &budget, visiting: [])
+        return (try root.value(depth: 0, budget: &budget, visiting: []), machine.position)
     }
 
     /// Reads and parses a pickle file; errors are `FileError`s naming the file.
@@ -179,6 +191,15 @@ private struct Machine {
     var stack: [Node] = []
     var marks: [Int] = []
     var memo: [Int: Node] = [:]
+    var protocolVersion: UInt64 = 0
+
+    /// Python 2 module names that Python 3's unpickler maps back (from `_compat_pickle`).
+    static let python2Modules: [String: String] = [
+        "__builtin__": "builtins", "copy_reg": "copyreg", "commands": "subprocess", "Queue": "queue",
+        "cPickle": "pickle", "UserDict": "collections", "UserList": "collections", "UserString": "collections",
+        "exceptions": "builtins", "urllib2": "urllib.request", "httplib": "http.client", "cStringIO": "io",
+        "StringIO": "io", "thread": "_thread", "dummy_thread": "_dummy_thread", "repr": "reprlib",
+    ]
 
     init(bytes: [UInt8], allowedGlobals: Set<PickleGlobal>) {
         self.bytes = bytes
@@ -236,7 +257,8 @@ private struct Machine {
     mutating func push(_ value: PickleValue) { stack.append(Node(.leaf(value))) }
 
     mutating func global(_ module: String, _ name: String) throws {
-        let global = PickleGlobal(module, name)
+        // Protocols 0-2 spell Python 3 modules the Python 2 way; Python maps them back on load.
+        let global = PickleGlobal(protocolVersion < 3 ? Machine.python2Modules[module] ?? module : module, name)
         guard allowedGlobals.contains(global) else { throw fail("refusing global \(global) (not in the allow-list)") }
         push(.global(global))
     }
@@ -276,6 +298,7 @@ private struct Machine {
             case 0x80: // PROTO
                 let version = try unsigned(1, for: "PROTO")
                 guard version <= 5 else { throw fail("unsupported pickle protocol \(version)") }
+                protocolVersion = version
             case 0x95: _ = try take(8, for: "FRAME") // frames only group opcodes
             case 0x2E: // STOP
                 guard marks.isEmpty else { throw fail("STOP with an open MARK") }
@@ -447,8 +470,7 @@ extension PickleValue {
                 raw.append(UInt8(scalar.value))
             }
             return raw
-        case .reduce(.global(let global), .tuple([])) where global.name == "bytes"
-            && (global.module == "builtins" || global.module == "__builtin__"):
+        case .reduce(.global(PickleGlobal("builtins", "bytes")), .tuple([])):
             return []
         default: return nil
         }
@@ -480,7 +502,9 @@ extension PickleValue {
             guard let head = object.dictEntries else { return nil }
             return head + entries
         case .build(let object, _): return object.dictEntries
-        case .reduce(.global, .tuple([])), .newObject(.global, .tuple([])): return []
+        case .reduce(.global(let type), .tuple([])), .newObject(.global(let type), .tuple([])):
+            let dictTypes: Set<PickleGlobal> = [PickleGlobal("collections", "OrderedDict"), PickleGlobal("builtins", "dict")]
+            return dictTypes.contains(type) ? [] : nil
         default: return nil
         }
     }

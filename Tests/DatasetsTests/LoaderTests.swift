@@ -93,3 +93,15 @@ final class DataDirectoryTests: XCTestCase {
         XCTAssertEqual(try DataDirectory.resolve(flag: Fixture.root, environment: [:]).locate().layout, .binary)
     }
 }
+
+final class ImageSetTests: XCTestCase {
+    func testConcatenationAndSubset() {
+        let a = randomImageSet(count: 3, seed: 1), b = randomImageSet(count: 2, seed: 2)
+        let joined = ImageSet(concatenating: [a, b])
+        XCTAssertEqual(joined.count, 5)
+        XCTAssertEqual(joined.labels, a.labels + b.labels)
+        XCTAssertEqual(joined.subset([0, 1, 2]), a)
+        XCTAssertEqual(joined.subset([3, 4]), b)
+        XCTAssertEqual(Array(joined.image(3)), Array(b.image(0)))
+    }
+}
