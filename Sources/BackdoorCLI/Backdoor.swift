@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Backdoor: ParsableCommand {
@@ -10,4 +11,17 @@ struct Backdoor: ParsableCommand {
             DataCommand.self, PoisonCommand.self, CleanLabelCommand.self, TrainCommand.self, EvalCommand.self,
             BenchCommand.self, ConvertCommand.self, InspectCommand.self, ReportCommand.self,
         ])
+
+    /// OpenMP threads that spin while idle steal the cores from any other process (and from
+    /// each other when two runs share a machine). libgomp reads OMP_WAIT_POLICY when it loads,
+    /// before `main`, so the tool re-executes itself once with the passive policy unless the
+    /// user chose one.
+    static func main() {
+        if getenv("OMP_WAIT_POLICY") == nil {
+            setenv("OMP_WAIT_POLICY", "PASSIVE", 1)
+            execv("/proc/self/exe", CommandLine.unsafeArgv)
+            // exec failed: carry on with the default policy.
+        }
+        main(nil)
+    }
 }
