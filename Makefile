@@ -12,5 +12,6 @@ build: setup
 test: setup
 	OMP_WAIT_POLICY=PASSIVE swift test $(SWIFT_TEST_FLAGS)
 
-bench: build
-	.build/release/backdoor bench
+# BackdoorLab and PyTorch side by side (PyTorch half needs `pip install torch`).
+bench: setup
+	bash scripts/bench/compare.sh 64 128 3
