@@ -1,6 +1,9 @@
 # Entry points; see README.md.
 SWIFT_TEST_FLAGS = -c release -Xswiftc -enable-testing
 
+DATA_DIR ?= ../shared/data/cifar10
+SPLIT_FILE ?= ../shared/data/anp/cifar_shuffle.txt
+
 .PHONY: setup build test quick bench
 setup:
 	bash scripts/setup.sh
@@ -15,3 +18,8 @@ test: setup
 # BackdoorLab and PyTorch side by side (PyTorch half needs `pip install torch`).
 bench: setup
 	bash scripts/bench/compare.sh 64 128 3
+
+# The main job: one attack from poisoning to the repaired model, with report.html.
+quick: build
+	.build/release/backdoor run --preset quick --attacks badnets --data-dir $(DATA_DIR) \
+		--split-file $(SPLIT_FILE) --output-dir runs/quick --resume
