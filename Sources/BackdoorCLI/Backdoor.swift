@@ -7,7 +7,7 @@ struct Backdoor: ParsableCommand {
         abstract: "Backdoor attacks on image classifiers and Adversarial Neuron Pruning, on oneDNN.",
         subcommands: [
             // Each subcommand lives in its own file of this folder.
-            ANPCommand.self,
-            PruneCommand.self,
+            TrainCommand.self, EvalCommand.self, BenchCommand.self,
+            ANPCommand.self, PruneCommand.self,
         ])
 }

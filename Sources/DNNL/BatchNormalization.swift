@@ -23,7 +23,7 @@ public final class BatchNormalization {
 
     /// `dataDesc` is the layout of the input (the output uses the same).
     public static func get(dataDesc: MemoryDesc, fuseReLU: Bool, useGlobalStats: Bool) throws -> BatchNormalization {
-        try cache.get(Config(dataKey: dataDesc.key, fuseReLU: fuseReLU, useGlobalStats: useGlobalStats)) {
+        try cache.get(Config(dataKey: dataDesc.layoutKey, fuseReLU: fuseReLU, useGlobalStats: useGlobalStats)) {
             try BatchNormalization(dataDesc: dataDesc, fuseReLU: fuseReLU, useGlobalStats: useGlobalStats)
         }
     }

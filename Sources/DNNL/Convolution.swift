@@ -98,7 +98,9 @@ public final class Convolution {
     private func backwardData() throws -> Primitive {
         if let p = backwardDataPrimitive { return p }
         var desc = dnnl_convolution_desc_t()
-        var diffSrc = srcDesc.raw
+        // Left to the primitive: with the plain 3-channel layout of the network's input, oneDNN 2.6
+        // falls back to its reference backward-data kernel (seconds per batch instead of ms).
+        var diffSrc = try MemoryDesc.any(config.srcShape).raw
         var weights = try MemoryDesc.any(config.weightsShape).raw
         var diffDst = dstDesc.raw
         let status = withGeometry { strides, padding in

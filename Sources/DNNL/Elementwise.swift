@@ -11,7 +11,7 @@ public final class AddReLU {
     private static let cache = OpCache<Key, AddReLU>()
 
     public static func get(desc: MemoryDesc, relu: Bool) throws -> AddReLU {
-        try cache.get(Key(desc: desc.key, relu: relu)) { try AddReLU(desc: desc, relu: relu) }
+        try cache.get(Key(desc: desc.layoutKey, relu: relu)) { try AddReLU(desc: desc, relu: relu) }
     }
 
     private init(desc: MemoryDesc, relu: Bool) throws {
@@ -72,7 +72,7 @@ public final class AveragePooling {
     private static let cache = OpCache<Key, AveragePooling>()
 
     public static func get(srcDesc: MemoryDesc, kernel: Int) throws -> AveragePooling {
-        try cache.get(Key(src: srcDesc.key, kernel: kernel)) { try AveragePooling(srcDesc: srcDesc, kernel: kernel) }
+        try cache.get(Key(src: srcDesc.layoutKey, kernel: kernel)) { try AveragePooling(srcDesc: srcDesc, kernel: kernel) }
     }
 
     private init(srcDesc: MemoryDesc, kernel: Int) throws {

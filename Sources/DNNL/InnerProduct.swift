@@ -12,7 +12,7 @@ public final class InnerProduct {
     private static let cache = OpCache<Key, InnerProduct>()
 
     public static func get(srcDesc: MemoryDesc, outputs: Int) throws -> InnerProduct {
-        try cache.get(Key(src: srcDesc.key, outputs: outputs)) { try InnerProduct(srcDesc: srcDesc, outputs: outputs) }
+        try cache.get(Key(src: srcDesc.layoutKey, outputs: outputs)) { try InnerProduct(srcDesc: srcDesc, outputs: outputs) }
     }
 
     /// Plain shape of the weights as this op stores them: O x I (x 1 x 1 for 4-D input).

@@ -53,7 +53,7 @@ enum ReorderCache {
     private static let lock = NSLockShim()
 
     static func primitive(from source: MemoryDesc, to destination: MemoryDesc) throws -> Primitive {
-        let key = "\(source.key)->\(destination.key)"
+        let key = "\(source.layoutKey)->\(destination.layoutKey)"
         return try lock.withLock {
             if let cached = cache[key] { return cached }
             var src = source.raw, dst = destination.raw
@@ -69,7 +69,7 @@ enum ReorderCache {
 
 extension MemoryDesc {
     /// A cache key: the descriptor's bytes (shape, type, layout).
-    var key: String {
+    public var layoutKey: String {
         var copy = raw
         return withUnsafeBytes(of: &copy) { bytes in
             var hasher = Hasher()

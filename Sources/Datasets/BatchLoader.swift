@@ -96,11 +96,15 @@ public final class BatchLoader {
         private let lock = NSLock()
         private var ready = [Batch]()
         private let readyCount = DispatchSemaphore(value: 0)
-        private let freeSlots: DispatchSemaphore
+        // Starts at zero and is raised to `depth`: libdispatch traps when a semaphore is freed
+        // below its initial value, which an abandoned epoch would do.
+        private let freeSlots = DispatchSemaphore(value: 0)
         private var cancelled = false
         private(set) var taken = 0
 
-        init(depth: Int) { freeSlots = DispatchSemaphore(value: depth) }
+        init(depth: Int) {
+            for _ in 0..<depth { freeSlots.signal() }
+        }
 
         /// Blocks until there is room; false once the consumer has gone.
         func waitForSlot() -> Bool {

@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import Support
 
@@ -58,35 +59,59 @@ public enum CIFAR10 {
             throw FileError(dataDirectory, "holds neither \(Layout.binary.folderName)/ nor \(Layout.python.folderName)/")
         }
         let paths = layout.batchFiles.map { (folder as NSString).appendingPathComponent($0) }
-        let reader: (String, Int) throws -> ImageSet = layout == .binary ? readBinaryBatch : readPythonBatch
-        // Files are independent: read them on both cores.
-        var results = [Result<ImageSet, Error>?](repeating: nil, count: paths.count)
-        let lock = NSLock()
-        DispatchQueue.concurrentPerform(iterations: paths.count) { i in
-            let result = Result { try reader(paths[i], recordsPerFile) }
-            lock.lock(); results[i] = result; lock.unlock()
-        }
-        let sets = try results.map { try $0!.get() }
-        return DataSet(train: concatenate(Array(sets[0..<5])), test: sets[5], layout: layout, folder: folder)
+        let decode: FileDecoder = layout == .binary
+            ? { path, records, pixels, labels in
+                try decodeBinary(try readWholeFile(path), path: path, expectedRecords: records, pixels: pixels, labels: labels) }
+            : decodePython
+        let (train, test) = try loadFiles(trainPaths: Array(paths[0..<5]), testPath: paths[5],
+                                          recordsPerFile: recordsPerFile, decode: decode)
+        return DataSet(train: train, test: test, layout: layout, folder: folder)
     }
 
-    /// Joins image sets in order.
-    public static func concatenate(_ sets: [ImageSet]) -> ImageSet {
-        let total = sets.reduce(0) { $0 + $1.count }
-        var pixels = [UInt8](repeating: 0, count: total * ImageSet.pixelsPerImage)
-        var labels = [Int]()
-        labels.reserveCapacity(total)
-        var offset = 0
-        pixels.withUnsafeMutableBytes { out in
-            for set in sets {
-                set.pixels.withUnsafeBytes { src in
-                    if src.count > 0 { (out.baseAddress! + offset).copyMemory(from: src.baseAddress!, byteCount: src.count) }
+    /// Decodes one batch file of `records` records into `pixels` (HWC) and `labels`.
+    typealias FileDecoder = (_ path: String, _ records: Int, _ pixels: UnsafeMutablePointer<UInt8>,
+                             _ labels: UnsafeMutablePointer<Int>) throws -> Void
+
+    /// Decodes every file straight into the final arrays, files in parallel.
+    static func loadFiles(trainPaths: [String], testPath: String, recordsPerFile: Int,
+                          decode: FileDecoder) throws -> (ImageSet, ImageSet) {
+        precondition(recordsPerFile > 0, "recordsPerFile must be positive")
+        let image = ImageSet.pixelsPerImage
+        let trainRecords = trainPaths.count * recordsPerFile
+        var trainPixels = [UInt8](), testPixels = [UInt8]()  // filled below without zeroing first
+        var trainLabels = [Int](repeating: 0, count: trainRecords)
+        var testLabels = [Int](repeating: 0, count: recordsPerFile)
+        var errors = [Error?](repeating: nil, count: trainPaths.count + 1)
+        let lock = NSLock()
+        trainPixels = [UInt8](unsafeUninitializedCapacity: trainRecords * image) { trainBuffer, trainCount in
+            testPixels = [UInt8](unsafeUninitializedCapacity: recordsPerFile * image) { testBuffer, testCount in
+                trainLabels.withUnsafeMutableBufferPointer { trainLabelBuffer in
+                    testLabels.withUnsafeMutableBufferPointer { testLabelBuffer in
+                        // Unsafe pointers may cross threads here: each file writes its own range.
+                        let trainPixelBase = trainBuffer.baseAddress!, testPixelBase = testBuffer.baseAddress!
+                        let trainLabelBase = trainLabelBuffer.baseAddress!, testLabelBase = testLabelBuffer.baseAddress!
+                        DispatchQueue.concurrentPerform(iterations: trainPaths.count + 1) { i in
+                            let isTest = i == trainPaths.count
+                            let path = isTest ? testPath : trainPaths[i]
+                            let first = isTest ? 0 : i * recordsPerFile
+                            do {
+                                try decode(path, recordsPerFile, (isTest ? testPixelBase : trainPixelBase) + first * image,
+                                           (isTest ? testLabelBase : trainLabelBase) + first)
+                            } catch {
+                                lock.lock(); errors[i] = error; lock.unlock()
+                            }
+                        }
+                    }
                 }
-                offset += set.pixels.count
-                labels.append(contentsOf: set.labels)
+                // Fully written unless an error is thrown below; zero-fill then so the array is valid.
+                if errors.contains(where: { $0 != nil }) { testBuffer.initialize(repeating: 0) }
+                testCount = recordsPerFile * image
             }
+            if errors.contains(where: { $0 != nil }) { trainBuffer.initialize(repeating: 0) }
+            trainCount = trainRecords * image
         }
-        return ImageSet(pixels: pixels, labels: labels)
+        if let error = errors.compactMap({ $0 }).first { throw error }
+        return (ImageSet(pixels: trainPixels, labels: trainLabels), ImageSet(pixels: testPixels, labels: testLabels))
     }
 
     // MARK: - Binary layout
@@ -98,6 +123,20 @@ public enum CIFAR10 {
     }
 
     public static func decodeBinaryBatch(_ data: Data, path: String, expectedRecords: Int) throws -> ImageSet {
+        var labels = [Int](repeating: 0, count: expectedRecords)
+        var pixels = [UInt8](repeating: 0, count: expectedRecords * ImageSet.pixelsPerImage)
+        try pixels.withUnsafeMutableBufferPointer { pixelBuffer in
+            try labels.withUnsafeMutableBufferPointer { labelBuffer in
+                try decodeBinary(data, path: path, expectedRecords: expectedRecords,
+                                 pixels: pixelBuffer.baseAddress!, labels: labelBuffer.baseAddress!)
+            }
+        }
+        return ImageSet(pixels: pixels, labels: labels)
+    }
+
+    /// Checks the size and labels of a binary batch and writes its images (HWC) and labels.
+    static func decodeBinary(_ data: Data, path: String, expectedRecords: Int,
+                             pixels: UnsafeMutablePointer<UInt8>, labels: UnsafeMutablePointer<Int>) throws {
         let expectedBytes = expectedRecords * recordBytes
         guard data.count == expectedBytes else {
             let kind = data.count < expectedBytes ? "truncated" : "oversized"
@@ -106,27 +145,20 @@ public enum CIFAR10 {
             throw FileError(path, "\(kind): \(data.count) bytes (\(records)); expected \(expectedBytes) bytes "
                 + "(\(expectedRecords) records of \(recordBytes) bytes: label, then R, G, B planes)")
         }
-        var labels = [Int](repeating: 0, count: expectedRecords)
-        var pixels = [UInt8](repeating: 0, count: expectedRecords * ImageSet.pixelsPerImage)
         var badRecord = -1, badLabel = 0
         data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let src = raw.bindMemory(to: UInt8.self)
-            pixels.withUnsafeMutableBufferPointer { dst in
-                labels.withUnsafeMutableBufferPointer { labelsOut in
-                    for r in 0..<expectedRecords {
-                        let record = r * recordBytes
-                        let label = Int(src[record])
-                        if label >= classCount, badRecord < 0 { badRecord = r; badLabel = label }
-                        labelsOut[r] = label
-                        planesToHWC(src.baseAddress! + record + 1, dst.baseAddress! + r * ImageSet.pixelsPerImage)
-                    }
-                }
+            guard let src = raw.bindMemory(to: UInt8.self).baseAddress else { return }
+            for r in 0..<expectedRecords {
+                let record = src + r * recordBytes
+                let label = Int(record[0])
+                if label >= classCount, badRecord < 0 { badRecord = r; badLabel = label }
+                labels[r] = label
+                planesToHWC(record + 1, pixels + r * ImageSet.pixelsPerImage)
             }
         }
         if badRecord >= 0 {
             throw FileError(path, "record \(badRecord) (byte offset \(badRecord * recordBytes)) has label byte \(badLabel); expected 0-9")
         }
-        return ImageSet(pixels: pixels, labels: labels)
     }
 
     /// One image from planes (1,024 R, 1,024 G, 1,024 B) to interleaved HWC.
@@ -153,8 +185,52 @@ public enum CIFAR10 {
 
     // MARK: - Python layout
 
-    /// Reads one pickled batch of the python layout.
+    /// Reads one pickled batch of the python layout: a dict whose `data` is a uint8 array of
+    /// shape (records, 3072) in the binary layout's plane order and whose `labels` is a list.
+    /// The restricted reader admits only numpy's array globals and executes nothing.
     public static func readPythonBatch(path: String, expectedRecords: Int = recordsPerFile) throws -> ImageSet {
-        throw FileError(path, "python layout not yet supported")
+        var labels = [Int](repeating: 0, count: expectedRecords)
+        var pixels = [UInt8](repeating: 0, count: expectedRecords * ImageSet.pixelsPerImage)
+        try pixels.withUnsafeMutableBufferPointer { pixelBuffer in
+            try labels.withUnsafeMutableBufferPointer { labelBuffer in
+                try decodePython(path, expectedRecords, pixelBuffer.baseAddress!, labelBuffer.baseAddress!)
+            }
+        }
+        return ImageSet(pixels: pixels, labels: labels)
+    }
+
+    static func decodePython(_ path: String, _ expectedRecords: Int, _ pixels: UnsafeMutablePointer<UInt8>,
+                             _ labels: UnsafeMutablePointer<Int>) throws {
+        let root = try Pickle.read(path: path, allowedGlobals: Pickle.numpyGlobals)
+        let expectedShape = [expectedRecords, ImageSet.pixelsPerImage]
+        let expectation = "expected a dict with 'data' (uint8 array of shape \(expectedShape)) and 'labels' (\(expectedRecords) integers 0-9)"
+        guard root.dictEntries != nil else { throw FileError(path, "pickle holds no dict; \(expectation)") }
+        guard let dataValue = root["data"], let labelValues = root["labels"]?.elements else {
+            let keys = root.dictEntries!.compactMap { $0.key.stringValue }
+            throw FileError(path, "pickle dict has keys \(keys); \(expectation)")
+        }
+        let array: HostTensor
+        do {
+            array = try NumpyPickle.array(dataValue)
+        } catch {
+            throw FileError(path, "'data' is not a numpy array (\(error)); \(expectation)")
+        }
+        guard array.dtype == .u8, array.shape == expectedShape else {
+            throw FileError(path, "'data' is a \(array.dtype.rawValue) array of shape \(array.shape); \(expectation)")
+        }
+        guard labelValues.count == expectedRecords else {
+            throw FileError(path, "'labels' has \(labelValues.count) entries; \(expectation)")
+        }
+        for (i, value) in labelValues.enumerated() {
+            guard let label = value.intValue, (0..<classCount).contains(label) else {
+                throw FileError(path, "labels[\(i)] is \(value); expected an integer 0-9")
+            }
+            labels[i] = label
+        }
+        array.data.withUnsafeBufferPointer { src in
+            for r in 0..<expectedRecords {
+                planesToHWC(src.baseAddress! + r * ImageSet.pixelsPerImage, pixels + r * ImageSet.pixelsPerImage)
+            }
+        }
     }
 }

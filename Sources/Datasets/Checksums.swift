@@ -59,22 +59,22 @@ public struct MD5 {
     }
 
     private mutating func compress(_ block: UnsafeRawPointer) {
+        @inline(__always) func word(_ g: Int) -> UInt32 {
+            UInt32(littleEndian: block.loadUnaligned(fromByteOffset: 4 * g, as: UInt32.self))
+        }
         var (a, b, c, d) = state
         Self.constants.withUnsafeBufferPointer { k in
             Self.shifts.withUnsafeBufferPointer { s in
-                for i in 0..<64 {
-                    var f: UInt32
-                    let g: Int
-                    switch i >> 4 {
-                    case 0: f = (b & c) | (~b & d); g = i
-                    case 1: f = (d & b) | (~d & c); g = (5 &* i &+ 1) & 15
-                    case 2: f = b ^ c ^ d; g = (3 &* i &+ 5) & 15
-                    default: f = c ^ (b | ~d); g = (7 &* i) & 15
-                    }
-                    f = f &+ a &+ k[i] &+ UInt32(littleEndian: block.loadUnaligned(fromByteOffset: 4 * g, as: UInt32.self))
+                // The four rounds written out, so the loop bodies carry no switch.
+                @inline(__always) func step(_ f: UInt32, _ i: Int, _ g: Int) {
+                    let sum = f &+ a &+ k[i] &+ word(g)
                     a = d; d = c; c = b
-                    b = b &+ ((f << s[i]) | (f >> (32 - s[i])))
+                    b = b &+ ((sum << s[i]) | (sum >> (32 - s[i])))
                 }
+                for i in 0..<16 { step((b & c) | (~b & d), i, i) }
+                for i in 16..<32 { step((d & b) | (~d & c), i, (5 &* i &+ 1) & 15) }
+                for i in 32..<48 { step(b ^ c ^ d, i, (3 &* i &+ 5) & 15) }
+                for i in 48..<64 { step(c ^ (b | ~d), i, (7 &* i) & 15) }
             }
         }
         state = (state.0 &+ a, state.1 &+ b, state.2 &+ c, state.3 &+ d)

@@ -22,7 +22,8 @@ public struct DataDirectory: Equatable {
                                currentDirectory: String = FileManager.default.currentDirectoryPath) -> DataDirectory {
         func absolute(_ p: String) -> String {
             let expanded = (p as NSString).expandingTildeInPath
-            return expanded.hasPrefix("/") ? expanded : (currentDirectory as NSString).appendingPathComponent(expanded)
+            let full = expanded.hasPrefix("/") ? expanded : (currentDirectory as NSString).appendingPathComponent(expanded)
+            return (full as NSString).standardizingPath
         }
         if let flag, !flag.isEmpty { return DataDirectory(path: absolute(flag), source: .flag) }
         if let env = environment[environmentVariable], !env.isEmpty { return DataDirectory(path: absolute(env), source: .environment) }

@@ -36,13 +36,20 @@ public enum CIFAR10Fetch {
             let record = FetchRecord.read(folder: final)
             return Outcome(folder: final, archiveMD5: record?.archiveMD5 ?? "", alreadyPresent: true)
         }
+        let createdDirectory = !fileManager.fileExists(atPath: dataDirectory)
         try fileManager.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        removeLeftovers(in: dataDirectory, layout: layout)
         let tag = "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let archive = (dataDirectory as NSString).appendingPathComponent(".\(layout.folderName).download-\(tag).tar.gz")
         let staging = (dataDirectory as NSString).appendingPathComponent(".\(layout.folderName).extract-\(tag)")
+        var succeeded = false
         defer {
             try? fileManager.removeItem(atPath: archive)
             try? fileManager.removeItem(atPath: staging)
+            // A failed first fetch leaves no empty data directory behind either.
+            if !succeeded, createdDirectory, (try? fileManager.contentsOfDirectory(atPath: dataDirectory))?.isEmpty == true {
+                try? fileManager.removeItem(atPath: dataDirectory)
+            }
         }
 
         let md5 = try download(url, to: archive, quiet: quiet)
@@ -67,7 +74,22 @@ public enum CIFAR10Fetch {
         guard rename(extracted, final) == 0 else {
             throw FileError(final, "could not move the extracted data set into place: \(String(cString: strerror(errno)))")
         }
+        succeeded = true
         return Outcome(folder: final, archiveMD5: md5, alreadyPresent: false)
+    }
+
+    /// Removes the partial download and extraction of a fetch that was killed (its process is
+    /// gone, so no `defer` ran); those of a fetch still running are left alone.
+    static func removeLeftovers(in dataDirectory: String, layout: CIFAR10.Layout) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dataDirectory)) ?? []
+        for name in names {
+            for marker in [".\(layout.folderName).download-", ".\(layout.folderName).extract-"] where name.hasPrefix(marker) {
+                guard let pid = Int32(name.dropFirst(marker.count).prefix { $0 != "-" }) else { continue }
+                if kill(pid, 0) != 0 && errno == ESRCH {
+                    try? FileManager.default.removeItem(atPath: (dataDirectory as NSString).appendingPathComponent(name))
+                }
+            }
+        }
     }
 
     /// Downloads `url` to `path` with a progress bar; returns the MD5 of what arrived.
@@ -165,7 +187,7 @@ public struct FetchRecord: Codable, Equatable {
 
     public func write(folder: String) throws {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try AtomicFile.write(try encoder.encode(self), to: (folder as NSString).appendingPathComponent(Self.fileName))
     }
 }

@@ -24,6 +24,14 @@ public struct ImageSet: Equatable {
         return ImageSet(pixels: out, labels: indices.map { labels[$0] })
     }
 
+    /// The images of `sets`, one set after the other (e.g. clean and poisoned images).
+    public init(concatenating sets: [ImageSet]) {
+        var pixels = [UInt8]()
+        pixels.reserveCapacity(sets.reduce(0) { $0 + $1.pixels.count })
+        for set in sets { pixels.append(contentsOf: set.pixels) }
+        self.init(pixels: pixels, labels: sets.flatMap(\.labels))
+    }
+
     /// Pixels of image `index` (HWC).
     public func image(_ index: Int) -> ArraySlice<UInt8> {
         pixels[index * Self.pixelsPerImage..<(index + 1) * Self.pixelsPerImage]

@@ -29,13 +29,14 @@ public enum Permutation {
     }
 
     public static func parse(_ text: String, path: String, count: Int) throws -> [Int] {
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        // Split the bytes: in Swift "\r\n" is one Character and would not split at "\n".
+        var lines = text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
         if lines.last?.isEmpty == true { lines.removeLast() }  // final newline
         var seenAt = [Int](repeating: 0, count: count)  // 1-based line of first occurrence
         var result = [Int]()
         result.reserveCapacity(count)
         for (i, rawLine) in lines.enumerated() {
-            let line = rawLine.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r")))
+            let line = String(decoding: rawLine, as: UTF8.self).trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r")))
             guard let value = Int(line) else {
                 throw FileError(path, "line \(i + 1): \"\(line.prefix(40))\" is not an integer; expected one index in 0..<\(count) per line")
             }

@@ -67,14 +67,21 @@ public struct CIFAR10Report {
         folder = data.folder
         train = SetSummary(data.train)
         test = SetSummary(data.test)
-        var files = [FileSummary]()
-        for name in data.layout.expectedFiles {
-            let path = (data.folder as NSString).appendingPathComponent(name)
-            guard FileManager.default.fileExists(atPath: path) else { continue }  // meta file is optional
-            let size = ((try FileManager.default.attributesOfItem(atPath: path)[.size]) as? NSNumber)?.intValue ?? 0
-            files.append(FileSummary(name: name, size: size, md5: try MD5.hex(ofFile: path)))
+        // The meta file is optional; the batches were read above.
+        let names = data.layout.expectedFiles.filter {
+            FileManager.default.fileExists(atPath: (data.folder as NSString).appendingPathComponent($0))
         }
-        self.files = files
+        var results = [Result<FileSummary, Error>?](repeating: nil, count: names.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: names.count) { i in
+            let path = (data.folder as NSString).appendingPathComponent(names[i])
+            let result = Result {
+                let size = ((try FileManager.default.attributesOfItem(atPath: path)[.size]) as? NSNumber)?.intValue ?? 0
+                return FileSummary(name: names[i], size: size, md5: try MD5.hex(ofFile: path))
+            }
+            lock.lock(); results[i] = result; lock.unlock()
+        }
+        files = try results.map { try $0!.get() }
         (official, officialReason) = Self.judge(layout: data.layout, folder: data.folder, files: files)
     }
 

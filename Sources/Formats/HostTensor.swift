@@ -30,6 +30,28 @@ public enum DType: String, CaseIterable, Sendable {
         }
     }
 
+    /// numpy's kind and size code without byte order ("f4", "i8", "u1", "b1", ...); nil for
+    /// bfloat16, which numpy lacks.
+    public var numpyCode: String? {
+        switch self {
+        case .f64: return "f8"
+        case .f32: return "f4"
+        case .f16: return "f2"
+        case .bf16: return nil
+        case .i64: return "i8"
+        case .i32: return "i4"
+        case .i16: return "i2"
+        case .i8: return "i1"
+        case .u8: return "u1"
+        case .bool: return "b1"
+        }
+    }
+
+    public init?(numpyCode: String) {
+        guard let match = DType.allCases.first(where: { $0.numpyCode == numpyCode }) else { return nil }
+        self = match
+    }
+
     public init?(safetensorsName: String) {
         guard let match = DType.allCases.first(where: { $0.safetensorsName == safetensorsName }) else { return nil }
         self = match

@@ -12,6 +12,12 @@ public enum TarGzip {
         public let name: String
         public let size: Int
         public let kind: Kind
+
+        public init(name: String, size: Int, kind: Kind) {
+            self.name = name
+            self.size = size
+            self.kind = kind
+        }
     }
 
     /// All members, in archive order.

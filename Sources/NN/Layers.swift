@@ -25,7 +25,6 @@ final class Conv2d {
     private var input: Tensor?
     private var op: Convolution?
     private var output = OutputSlot()
-    private var inputGradient = OutputSlot()
 
     init(name: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Int,
          generator: inout SeededGenerator) throws {
@@ -53,15 +52,15 @@ final class Conv2d {
         return y
     }
 
-    /// Accumulates nothing: writes the weight gradient when `weightGradients`, and returns the
-    /// input gradient when `inputGradient` is wanted.
-    func backward(_ gy: Tensor, weightGradients: Bool, wantInputGradient: Bool) throws -> Tensor? {
+    /// Writes (not accumulates) the weight gradient when `weightGradients`; returns the input
+    /// gradient, in a buffer taken from `pool`, when `wantInputGradient`.
+    func backward(_ gy: Tensor, weightGradients: Bool, wantInputGradient: Bool, pool: TensorPool) throws -> Tensor? {
         guard let op, let input else { throw ShapeError("conv backward before forward") }
         if weightGradients {
             try op.backwardWeights(src: input, diffDst: gy, diffWeights: weight.gradient)
         }
         guard wantInputGradient else { return nil }
-        let gx = try inputGradient.get(op.diffSrcDesc)
+        let gx = try pool.take(op.diffSrcDesc)
         try op.backwardData(diffDst: gy, weights: weight.value, diffSrc: gx)
         return gx
     }
@@ -87,7 +86,6 @@ public final class BatchNorm2d {
     private var mean: Tensor, variance: Tensor
     private var workspace = OutputSlot()
     private var output = OutputSlot()
-    private var inputGradient = OutputSlot()
 
     init(name: String, channels: Int, fuseReLU: Bool) throws {
         self.name = name
@@ -101,11 +99,13 @@ public final class BatchNorm2d {
         variance = try Tensor(shape: [channels], values: .init(repeating: 1, count: channels))
     }
 
-    func forward(_ x: Tensor, mode: Mode) throws -> Tensor {
+    /// With `transientPool`, the output is a buffer from that pool which the caller gives back
+    /// once consumed (BN backward needs the input, never the output).
+    func forward(_ x: Tensor, mode: Mode, transientPool: TensorPool? = nil) throws -> Tensor {
         let op = try BatchNormalization.get(dataDesc: x.desc, fuseReLU: fuseReLU, useGlobalStats: mode == .evaluation)
         self.op = op
         input = x
-        let y = try output.get(x.desc)
+        let y = try transientPool?.take(x.desc) ?? output.get(x.desc)
         let ws = try op.workspaceDesc.map { try workspace.get($0) }
         let statsMean = mode == .evaluation ? runningMean : mean
         let statsVar = mode == .evaluation ? runningVar : variance
@@ -131,10 +131,11 @@ public final class BatchNorm2d {
         }
     }
 
-    /// Writes the scale and shift gradients and returns the input gradient.
-    func backward(_ gy: Tensor) throws -> Tensor {
+    /// Writes the scale and shift gradients and returns the input gradient: in `gy` itself when
+    /// `inPlace` (oneDNN allows it), else in a buffer taken from `pool`.
+    func backward(_ gy: Tensor, inPlace: Bool, pool: TensorPool) throws -> Tensor {
         guard let op, let input else { throw ShapeError("\(name): backward before forward") }
-        let gx = try inputGradient.get(input.desc)
+        let gx = inPlace && gy.desc == input.desc ? gy : try pool.take(input.desc)
         let statsMean = op.useGlobalStats ? runningMean : mean
         let statsVar = op.useGlobalStats ? runningVar : variance
         try op.backward(src: input, diffDst: gy, scale: scaleOverride ?? weight.value,
@@ -152,7 +153,6 @@ final class Linear {
     private var op: InnerProduct?
     private var input: Tensor?
     private var output = OutputSlot()
-    private var inputGradient = OutputSlot()
 
     init(name: String, inFeatures: Int, outFeatures: Int, generator: inout SeededGenerator) throws {
         (self.inFeatures, self.outFeatures) = (inFeatures, outFeatures)
@@ -174,12 +174,12 @@ final class Linear {
         return y
     }
 
-    func backward(_ gy: Tensor, weightGradients: Bool) throws -> Tensor {
+    func backward(_ gy: Tensor, weightGradients: Bool, pool: TensorPool) throws -> Tensor {
         guard let op, let input else { throw ShapeError("linear backward before forward") }
         if weightGradients {
             try op.backwardWeights(src: input, diffDst: gy, diffWeights: weight.gradient, diffBias: bias.gradient)
         }
-        let gx = try inputGradient.get(input.desc)
+        let gx = try pool.take(input.desc)
         try op.backwardData(diffDst: gy, weights: weight.value, diffSrc: gx)
         return gx
     }

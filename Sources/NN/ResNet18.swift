@@ -8,9 +8,8 @@ final class BasicBlock {
     let bn1, bn2: BatchNorm2d
     let shortcutConv: Conv2d?
     let shortcutBN: BatchNorm2d?
-    private var output = OutputSlot()
-    private var sumGradient = OutputSlot()
-    private var inputGradient = OutputSlot()
+    private var output: Tensor?
+    private var outputSlot = OutputSlot()
     private var join: AddReLU?
 
     init(name: String, inPlanes: Int, planes: Int, stride: Int, generator: inout SeededGenerator) throws {
@@ -33,36 +32,52 @@ final class BasicBlock {
     var batchNorms: [BatchNorm2d] { [bn1, bn2] + (shortcutBN.map { [$0] } ?? []) }
     var convolutions: [Conv2d] { [conv1, conv2] + (shortcutConv.map { [$0] } ?? []) }
 
-    func forward(_ x: Tensor, mode: Mode) throws -> Tensor {
-        let main = try bn2.forward(conv2.forward(bn1.forward(conv1.forward(x), mode: mode)), mode: mode)
+    /// The outputs of bn2 and the shortcut BN live only until the join, in `pool` buffers.
+    func forward(_ x: Tensor, mode: Mode, pool: TensorPool) throws -> Tensor {
+        let main = try bn2.forward(conv2.forward(bn1.forward(conv1.forward(x), mode: mode)), mode: mode,
+                                   transientPool: pool)
         var shortcut = x
         if let shortcutConv, let shortcutBN {
-            shortcut = try shortcutBN.forward(shortcutConv.forward(x), mode: mode)
+            shortcut = try shortcutBN.forward(shortcutConv.forward(x), mode: mode, transientPool: pool)
         }
         let join = try AddReLU.get(desc: main.desc, relu: true)
         self.join = join
-        let y = try output.get(main.desc)
+        // Not in place: oneDNN 2.6's binary add with a ReLU post-op gave wrong results in place.
+        let y = try outputSlot.get(main.desc)
         try join.forward(main, shortcut, into: y)
+        pool.give(main)
+        if shortcut !== x { pool.give(shortcut) }
+        output = y
         return y
     }
 
-    func backward(_ gy: Tensor, weightGradients: Bool) throws -> Tensor {
-        guard let join, let y = output.tensor else { throw ShapeError("block backward before forward") }
-        let gSum = try sumGradient.get(y.desc)
-        try join.reluBackward(dst: y, diffDst: gy, diffSrc: gSum)
-        let g2 = try bn2.backward(gSum)
-        let g1 = try conv2.backward(g2, weightGradients: weightGradients, wantInputGradient: true)!
-        let g1b = try bn1.backward(g1)
-        let gMain = try conv1.backward(g1b, weightGradients: weightGradients, wantInputGradient: true)!
-        var gShortcut = gSum
+    /// Takes ownership of `gy` (a pool buffer) and returns the input gradient (another one).
+    func backward(_ gy: Tensor, weightGradients: Bool, pool: TensorPool) throws -> Tensor {
+        guard let join, let y = output else { throw ShapeError("block backward before forward") }
+        let gSum = gy
+        try join.reluBackward(dst: y, diffDst: gSum, diffSrc: gSum)
+        let gShortcut: Tensor
+        let g2: Tensor
         if let shortcutConv, let shortcutBN {
-            gShortcut = try shortcutConv.backward(shortcutBN.backward(gSum), weightGradients: weightGradients,
-                                                  wantInputGradient: true)!
+            let gS = try shortcutBN.backward(gSum, inPlace: false, pool: pool)
+            gShortcut = try shortcutConv.backward(gS, weightGradients: weightGradients, wantInputGradient: true,
+                                                  pool: pool)!
+            pool.give(gS)
+            g2 = try bn2.backward(gSum, inPlace: true, pool: pool)
+        } else {
+            gShortcut = gSum
+            g2 = try bn2.backward(gSum, inPlace: false, pool: pool)
         }
+        let g1 = try conv2.backward(g2, weightGradients: weightGradients, wantInputGradient: true, pool: pool)!
+        pool.give(g2)
+        let g1b = try bn1.backward(g1, inPlace: true, pool: pool)
+        if g1b !== g1 { pool.give(g1) }
+        let gMain = try conv1.backward(g1b, weightGradients: weightGradients, wantInputGradient: true, pool: pool)!
+        pool.give(g1b)
         let add = try AddReLU.get(desc: gMain.desc, relu: false)
-        let gx = try inputGradient.get(gMain.desc)
-        try add.forward(gMain, gShortcut, into: gx)
-        return gx
+        try add.forward(gMain, gShortcut, into: gMain)
+        pool.give(gShortcut)
+        return gMain
     }
 }
 
@@ -79,6 +94,8 @@ public final class ResNet18 {
     private var pooled = OutputSlot()
     private var pool: AveragePooling?
     private var lastLogits: Tensor?
+    private let gradients = TensorPool()
+    private let transients = TensorPool()
 
     public init(width: Int = 64, numClasses: Int = 10, seed: UInt64 = 0) throws {
         guard width > 0 else { throw ShapeError("ResNet-18 width must be positive, got \(width)") }
@@ -126,7 +143,8 @@ public final class ResNet18 {
 
     func forward(_ x: Tensor, mode: Mode) throws -> Tensor {
         var h = try bn1.forward(conv1.forward(x), mode: mode)
-        for block in blocks { h = try block.forward(h, mode: mode) }
+        for block in blocks { h = try block.forward(h, mode: mode, pool: transients) }
+        transients.removeAll()
         let pool = try AveragePooling.get(srcDesc: h.desc, kernel: 4)
         self.pool = pool
         let p = try pooled.get(pool.dstDesc)
@@ -144,12 +162,20 @@ public final class ResNet18 {
     public func backward(logitsGradient: [Float], weightGradients: Bool, wantInputGradient: Bool) throws -> [Float]? {
         guard let lastLogits, let pool else { throw ShapeError("backward before forward") }
         let gLogits = try Tensor(shape: lastLogits.shape, values: logitsGradient).reordered(to: lastLogits.desc)
-        let gPooled = try linear.backward(gLogits, weightGradients: weightGradients)
-        var g = try Tensor(desc: pool.srcDesc)
+        let gPooled = try linear.backward(gLogits, weightGradients: weightGradients, pool: gradients)
+        var g = try gradients.take(pool.srcDesc)
         try pool.backward(diffDst: gPooled, diffSrc: g)
-        for block in blocks.reversed() { g = try block.backward(g, weightGradients: weightGradients) }
-        let gStem = try bn1.backward(g)
-        let gx = try conv1.backward(gStem, weightGradients: weightGradients, wantInputGradient: wantInputGradient)
+        gradients.give(gPooled)
+        for block in blocks.reversed() {
+            g = try block.backward(g, weightGradients: weightGradients, pool: gradients)
+            gradients.keepOnly(g.desc)
+        }
+        let gStem = try bn1.backward(g, inPlace: true, pool: gradients)
+        if gStem !== g { gradients.give(g) }
+        let gx = try conv1.backward(gStem, weightGradients: weightGradients, wantInputGradient: wantInputGradient,
+                                    pool: gradients)
+        gradients.give(gStem)
+        defer { gx.map(gradients.give) }
         return try gx?.plainValues()
     }
 }

@@ -1,4 +1,5 @@
 import DNNL
+import Formats
 
 /// SGD as PyTorch's `torch.optim.SGD` with momentum, no dampening, no Nesterov: weight decay is
 /// added to every parameter's gradient, the momentum buffer starts as the first gradient.
@@ -52,5 +53,30 @@ public struct MultiStepSchedule: Codable, Equatable {
         var lr = baseLearningRate
         for _ in 0..<passed { lr *= gamma }
         return lr
+    }
+}
+
+extension SGD {
+    /// Momentum buffers in PyTorch's shapes, keyed `momentum.<parameter name>` (for resuming).
+    public static func momentumState(_ parameters: [Parameter]) throws -> [String: HostTensor] {
+        var out: [String: HostTensor] = [:]
+        for p in parameters {
+            guard let m = p.momentum else { continue }
+            out["momentum." + p.name] = HostTensor(floats: try m.plainValues(), shape: p.plainShape)
+        }
+        return out
+    }
+
+    /// Restores buffers saved by `momentumState`; parameters without one start afresh.
+    public static func restoreMomentum(_ parameters: [Parameter], from state: [String: HostTensor]) throws {
+        for p in parameters {
+            guard let saved = state["momentum." + p.name] else {
+                p.momentum = nil
+                continue
+            }
+            let buffer = try Tensor(desc: p.value.desc)
+            try buffer.setPlainValues(saved.floats())
+            p.momentum = buffer
+        }
     }
 }

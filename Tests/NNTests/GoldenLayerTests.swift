@@ -23,12 +23,12 @@ final class GoldenLayerTests: XCTestCase {
         let y = try conv.forward(tensor(g.f(prefix + ".x"), shape: x))
         assertClose(try y.plainValues(), try g.f(prefix + ".y"), rtol: 1e-5, atol: 1e-5, "\(prefix) y")
         let gy = try tensor(g.f(prefix + ".gy"), shape: y.shape, like: y)
-        let gx = try conv.backward(gy, weightGradients: true, wantInputGradient: true)!
+        let gx = try conv.backward(gy, weightGradients: true, wantInputGradient: true, pool: TensorPool())!
         assertClose(try gx.plainValues(), try g.f(prefix + ".gx"), rtol: 1e-5, atol: 1e-5, "\(prefix) gx")
         assertClose(try conv.weight.plainGradient(), try g.f(prefix + ".gw"), rtol: 1e-5, atol: 1e-5, "\(prefix) gw")
         // Input-gradient-only mode leaves the weight gradient untouched.
         conv.weight.gradient.fill(0)
-        let gx2 = try conv.backward(gy, weightGradients: false, wantInputGradient: true)!
+        let gx2 = try conv.backward(gy, weightGradients: false, wantInputGradient: true, pool: TensorPool())!
         assertClose(try gx2.plainValues(), try g.f(prefix + ".gx"), rtol: 1e-5, atol: 1e-5, "\(prefix) gx only")
         XCTAssertEqual(try conv.weight.plainGradient().map(abs).max(), 0)
     }
@@ -56,7 +56,7 @@ final class GoldenLayerTests: XCTestCase {
         assertClose(try bn.runningMean.plainValues(), try g.f("bn_train.running_mean_out"), "running mean")
         assertClose(try bn.runningVar.plainValues(), try g.f("bn_train.running_var_out"), "running var (unbiased)")
         XCTAssertEqual(bn.batchesTracked, 1)
-        let gx = try bn.backward(tensor(g.f("bn_train.gy"), shape: x, like: y))
+        let gx = try bn.backward(tensor(g.f("bn_train.gy"), shape: x, like: y), inPlace: false, pool: TensorPool())
         assertClose(try gx.plainValues(), try g.f("bn_train.gx"), "bn_train gx")
         assertClose(try bn.weight.plainGradient(), try g.f("bn_train.gw"), "bn_train gw")
         assertClose(try bn.bias.plainGradient(), try g.f("bn_train.gb"), "bn_train gb")
@@ -73,7 +73,7 @@ final class GoldenLayerTests: XCTestCase {
         let y = try bn.forward(tensor(g.f("bn_eval.x"), shape: x), mode: .evaluation)
         assertClose(try y.plainValues(), try g.f("bn_eval.y"), "bn_eval y")
         XCTAssertEqual(try bn.runningMean.plainValues(), try g.f("bn_eval.running_mean"), "eval keeps statistics")
-        let gx = try bn.backward(tensor(g.f("bn_eval.gy"), shape: x, like: y))
+        let gx = try bn.backward(tensor(g.f("bn_eval.gy"), shape: x, like: y), inPlace: false, pool: TensorPool())
         assertClose(try gx.plainValues(), try g.f("bn_eval.gx"), "bn_eval gx")
         assertClose(try bn.weight.plainGradient(), try g.f("bn_eval.gw"), "bn_eval gw")
         assertClose(try bn.bias.plainGradient(), try g.f("bn_eval.gb"), "bn_eval gb")
@@ -116,7 +116,7 @@ final class GoldenLayerTests: XCTestCase {
         try linear.bias.setPlainValues(g.f("linear.b"))
         let y = try linear.forward(tensor(g.f("linear.x"), shape: [x[0], x[1], 1, 1]))
         assertClose(try y.plainValues(), try g.f("linear.y"), "linear y")
-        let gx = try linear.backward(tensor(g.f("linear.gy"), shape: y.shape), weightGradients: true)
+        let gx = try linear.backward(tensor(g.f("linear.gy"), shape: y.shape), weightGradients: true, pool: TensorPool())
         assertClose(try gx.plainValues(), try g.f("linear.gx"), "linear gx")
         assertClose(try linear.weight.plainGradient(), try g.f("linear.gw"), "linear gw")
         assertClose(try linear.bias.plainGradient(), try g.f("linear.gb"), "linear gb")

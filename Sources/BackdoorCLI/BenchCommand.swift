@@ -1,0 +1,74 @@
+import ArgumentParser
+import DNNL
+import Foundation
+import NN
+import Support
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Images per second of a ResNet-18 training step and of evaluation, and peak resident memory.")
+
+    @OptionGroup var compute: ComputeOptions
+    @Option(help: "Base width of the ResNet-18.") var width = 64
+    @Option(help: "Batch size.") var batchSize = 128
+    @Option(help: "Timed training steps (after one warm-up step).") var steps = 3
+    @Option(help: "Timed evaluation batches (after one warm-up batch).") var evalBatches = 3
+    @Flag(help: "Also time an input-gradient step (PGD) and a weight-gradient-free backward (ANP).") var extended = false
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        compute.apply()
+        let model = try ResNet18(width: width, seed: 1)
+        var generator = SeededGenerator(seed: 5)
+        let images = (0..<(batchSize * 3 * 32 * 32)).map { _ in generator.nextGaussian() }
+        let labels = (0..<batchSize).map { _ in Int32(generator.next() % 10) }
+        let sgd = SGD()
+
+        func trainStep() throws {
+            let logits = try model.forward(images: images, count: batchSize, mode: .training)
+            let ce = CrossEntropy.evaluate(logits: logits, labels: labels, classes: 10)
+            try model.backward(logitsGradient: ce.logitsGradient, weightGradients: true, wantInputGradient: false)
+            try sgd.step(model.parameters)
+        }
+        func evalStep() throws { _ = try model.forward(images: images, count: batchSize, mode: .evaluation) }
+        func inputGradientStep() throws { _ = try model.lossAndInputGradient(images: images, labels: labels) }
+
+        var result: [String: Any] = ["width": width, "batch_size": batchSize, "threads": Runtime.threads,
+                                     "onednn": Runtime.version]
+        result["train_images_per_s"] = try Self.rate(trainStep, steps: steps, batch: batchSize)
+        result["eval_images_per_s"] = try Self.rate(evalStep, steps: evalBatches, batch: batchSize)
+        if extended {
+            result["input_gradient_images_per_s"] = try Self.rate(inputGradientStep, steps: steps, batch: batchSize)
+        }
+        result["peak_rss_mib"] = Self.peakResidentMiB()
+        if json {
+            print(try JSONOutput.string(result))
+        } else {
+            for key in result.keys.sorted() { print("\(key): \(result[key]!)") }
+        }
+    }
+
+    /// Images per second: median over `steps` timed runs after one warm-up run.
+    static func rate(_ body: () throws -> Void, steps: Int, batch: Int) throws -> Double {
+        try body()
+        var times: [Double] = []
+        for _ in 0..<max(steps, 1) {
+            let start = Date()
+            try body()
+            times.append(Date().timeIntervalSince(start))
+        }
+        times.sort()
+        return Double(batch) / times[times.count / 2]
+    }
+
+    /// VmHWM of this process from /proc (Linux).
+    static func peakResidentMiB() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return -1 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? -1
+            return kb / 1024
+        }
+        return -1
+    }
+}

@@ -1,1 +1,0 @@
-// Reports module: report.html / report.md builders land here.

@@ -1,0 +1,181 @@
+import Datasets
+import DNNL
+import Foundation
+import Formats
+import NN
+import Support
+
+/// Hyper-parameters of a training run (the reference's defaults).
+public struct TrainingConfig: Codable, Equatable {
+    public var epochs = 50
+    public var batchSize = 128
+    public var learningRate: Float = 0.1
+    public var milestones = [30, 40]
+    public var momentum: Float = 0.9
+    public var weightDecay: Float = 5e-4
+    public var width = 64
+    public var seed: UInt64 = 0
+    public init() {}
+}
+
+/// One row of the per-epoch log (the reference's columns).
+public struct EpochRecord: Codable, Equatable {
+    public var epoch: Int
+    public var lr: Double
+    public var time: Double
+    public var trainLoss, trainAcc: Double
+    public var poisonLoss, poisonAcc: Double
+    public var cleanLoss, cleanAcc: Double
+
+    enum CodingKeys: String, CodingKey {
+        case epoch, lr, time
+        case trainLoss = "train_loss", trainAcc = "train_acc", poisonLoss = "poison_loss", poisonAcc = "poison_acc"
+        case cleanLoss = "clean_loss", cleanAcc = "clean_acc"
+    }
+
+    public static let header = "Epoch \t lr \t Time \t TrainLoss \t TrainACC \t PoisonLoss \t PoisonACC \t CleanLoss \t CleanACC"
+
+    public var line: String {
+        String(format: "%d \t %.3f \t %.1f \t %.4f \t %.4f \t %.4f \t %.4f \t %.4f \t %.4f", epoch, lr, time,
+               trainLoss, trainAcc, poisonLoss, poisonAcc, cleanLoss, cleanAcc)
+    }
+}
+
+public struct TrainingError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Trains a ResNet-18 epoch by epoch with SGD and a multi-step schedule, evaluating clean accuracy
+/// and attack success rate after every epoch. Writes `model_init.safetensors`,
+/// `model_last.safetensors`, `train_log.txt`, `train_log.jsonl` and, after each completed epoch,
+/// `resume_state.safetensors` so `resume` continues exactly where an interrupted run stopped.
+public final class Trainer {
+    public let config: TrainingConfig
+    public let model: ResNet18
+    public let trainSet: ImageSet
+    public let cleanTest: ImageSet
+    public let poisonTest: ImageSet?
+    public let outputDirectory: String
+    public var quiet = false
+    public var checkpointMetadata: [String: String] = [:]
+    /// Called after each epoch (for progress in a larger pipeline).
+    public var onEpoch: ((EpochRecord) -> Void)?
+
+    public var modelPath: String { outputDirectory + "/model_last.safetensors" }
+    var resumePath: String { outputDirectory + "/resume_state.safetensors" }
+
+    public init(config: TrainingConfig, trainSet: ImageSet, cleanTest: ImageSet, poisonTest: ImageSet?,
+                outputDirectory: String) throws {
+        self.config = config
+        self.trainSet = trainSet
+        self.cleanTest = cleanTest
+        self.poisonTest = poisonTest
+        self.outputDirectory = outputDirectory
+        model = try ResNet18(width: config.width, seed: config.seed)
+    }
+
+    /// Runs the remaining epochs; returns every epoch's record (resumed ones included).
+    @discardableResult
+    public func run(resume: Bool = false) throws -> [EpochRecord] {
+        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        var records: [EpochRecord] = []
+        var startEpoch = 0
+        if resume, FileManager.default.fileExists(atPath: resumePath) {
+            (startEpoch, records) = try restore()
+            say("resuming after epoch \(startEpoch) of \(config.epochs)")
+        } else {
+            try Checkpoint.save(model, to: outputDirectory + "/model_init.safetensors", extraMetadata: checkpointMetadata)
+        }
+        let jsonLog = try JSONLinesWriter(path: outputDirectory + "/train_log.jsonl", truncate: true)
+        for record in records { try jsonLog.append(record.dictionary) }
+        var logText = EpochRecord.header + "\n" + records.map { $0.line + "\n" }.joined()
+        try AtomicFile.write(logText, to: outputDirectory + "/train_log.txt")
+        say(EpochRecord.header)
+        for record in records { say(record.line) }
+
+        let schedule = MultiStepSchedule(baseLearningRate: config.learningRate, milestones: config.milestones)
+        let loader = BatchLoader.training(trainSet, batchSize: config.batchSize, seed: config.seed)
+        for epoch in startEpoch..<config.epochs {
+            let start = Date()
+            let lr = schedule.learningRate(epoch: epoch)
+            let sgd = SGD(learningRate: lr, momentum: config.momentum, weightDecay: config.weightDecay)
+            let progress = ProgressBar(total: trainSet.count, label: "epoch \(epoch + 1)/\(config.epochs)", quiet: quiet)
+            var lossSum = 0.0, correct = 0, seen = 0
+            for batch in loader.epoch(epoch) {
+                let logits = try model.forward(images: batch.images, count: batch.count, mode: .training)
+                let ce = CrossEntropy.evaluate(logits: logits, labels: batch.labels, classes: model.numClasses)
+                guard ce.meanLoss.isFinite else {
+                    throw TrainingError(description: "loss became \(ce.meanLoss) in epoch \(epoch + 1) after \(seen) images "
+                        + "(learning rate \(lr)); stopped. The last good model is \(modelPath)")
+                }
+                try model.backward(logitsGradient: ce.logitsGradient, weightGradients: true, wantInputGradient: false)
+                try sgd.step(model.parameters)
+                lossSum += Double(ce.meanLoss) * Double(batch.count)
+                correct += ce.correct
+                seen += batch.count
+                progress.suffix = String(format: "loss %.4f acc %.4f", lossSum / Double(seen), Double(correct) / Double(seen))
+                progress.update(to: seen)
+            }
+            progress.finish()
+            let poison = try poisonTest.map { try Evaluation.evaluate(model, on: $0) }
+            let clean = try Evaluation.evaluate(model, on: cleanTest)
+            let record = EpochRecord(epoch: epoch + 1, lr: Double(lr), time: Date().timeIntervalSince(start),
+                                     trainLoss: lossSum / Double(max(seen, 1)), trainAcc: Double(correct) / Double(max(seen, 1)),
+                                     poisonLoss: poison?.loss ?? 0, poisonAcc: poison?.accuracy ?? 0,
+                                     cleanLoss: clean.loss, cleanAcc: clean.accuracy)
+            records.append(record)
+            try Checkpoint.save(model, to: modelPath, extraMetadata: checkpointMetadata)
+            try saveResumeState(completedEpochs: epoch + 1, records: records)
+            try jsonLog.append(record.dictionary)
+            logText += record.line + "\n"
+            try AtomicFile.write(logText, to: outputDirectory + "/train_log.txt")
+            say(record.line)
+            onEpoch?(record)
+        }
+        return records
+    }
+
+    private func say(_ line: String) {
+        if !quiet { print(line) }
+    }
+
+    /// Model, momentum buffers and the log so far, written atomically after each epoch.
+    private func saveResumeState(completedEpochs: Int, records: [EpochRecord]) throws {
+        var tensors = try model.stateDict()
+        for (k, v) in try SGD.momentumState(model.parameters) { tensors[k] = v }
+        let log = String(decoding: try JSONEncoder().encode(records), as: UTF8.self)
+        let configText = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
+        try SafeTensors(tensors: tensors, metadata: ["completed_epochs": String(completedEpochs), "records": log,
+                                                     "config": configText]).write(path: resumePath)
+    }
+
+    private func restore() throws -> (Int, [EpochRecord]) {
+        let file = try SafeTensors.read(path: resumePath)
+        guard let text = file.metadata["config"],
+              let saved = try? JSONDecoder().decode(TrainingConfig.self, from: Data(text.utf8)) else {
+            throw FileError(resumePath, "no training configuration in resume state")
+        }
+        var comparable = saved
+        comparable.epochs = config.epochs
+        guard comparable == config else {
+            throw FileError(resumePath, "was written with another configuration (\(text)); "
+                + "use a new --output-dir or the same settings to resume")
+        }
+        guard let completed = file.metadata["completed_epochs"].flatMap(Int.init),
+              let log = file.metadata["records"],
+              let records = try? JSONDecoder().decode([EpochRecord].self, from: Data(log.utf8)) else {
+            throw FileError(resumePath, "resume state lacks completed_epochs or records")
+        }
+        let modelTensors = file.tensors.filter { !$0.key.hasPrefix("momentum.") }
+        try model.load(stateDict: modelTensors, source: resumePath)
+        try SGD.restoreMomentum(model.parameters, from: file.tensors)
+        return (completed, records)
+    }
+}
+
+extension EpochRecord {
+    public var dictionary: [String: Any] {
+        ["epoch": epoch, "lr": lr, "time": time, "train_loss": trainLoss, "train_acc": trainAcc,
+         "poison_loss": poisonLoss, "poison_acc": poisonAcc, "clean_loss": cleanLoss, "clean_acc": cleanAcc]
+    }
+}

@@ -1,3 +1,0 @@
-import XCTest
-
-// Tests of the Reports module land in this folder.
