@@ -26,9 +26,8 @@ struct ANPCommand: ParsableCommand {
     @Option(help: "Trigger information file written by `backdoor train` (for the ASR columns of the log).")
     var triggerInfo: String?
     @Option(help: "Where mask_values.txt and the logs go.") var outputDir = "runs/anp"
-    @Option(help: "CIFAR-10 folder (default $BACKDOOR_DATA_DIR, else ./data).") var dataDir: String?
-    @Option(help: "Split permutation file (one index per line), the one training used; default: a seeded one.")
-    var splitFile: String?
+    @OptionGroup var data: DataOptions
+    @OptionGroup var compute: ComputeOptions
     @Option(help: "Fraction of the training set held by the defender.") var valFrac = 0.01
     @Option(help: "Perturbation budget (0 disables the adversary).") var anpEps: Float = 0.4
     @Option(help: "Adversarial steps per iteration.") var anpSteps = 1
@@ -38,9 +37,9 @@ struct ANPCommand: ParsableCommand {
     @Option(help: "Iterations between log lines (each evaluates the test sets).") var printEvery = 500
     @Option(help: "Batch size of the mask optimisation.") var batchSize = 128
     @Option(help: "Batch size of the evaluations.") var evalBatchSize = 256
+    @Option(help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
     @Option(help: "Seed of the batch draws, augmentation and perturbations (and of a generated split).")
     var seed: UInt64 = 0
-    @Option(help: "Compute threads (default: all cores).") var threads: Int?
     @Flag(help: "Continue from --output-dir/anp_state.safetensors when it exists.") var resume = false
     @Option(help: "Time this many iterations on random data and a random model instead (no data needed).")
     var benchmark: Int?
@@ -60,60 +59,69 @@ struct ANPCommand: ParsableCommand {
     }
 
     func validate() throws {
+        if let testLimit, testLimit < 1 { throw ValidationError("--test-limit must be at least 1, got \(testLimit)") }
         guard valFrac > 0 && valFrac <= 1 else { throw ValidationError("--val-frac \(valFrac) is invalid: expected a fraction in (0, 1]") }
         guard evalBatchSize >= 1 else { throw ValidationError("--eval-batch-size \(evalBatchSize) is invalid: expected >= 1") }
-        if let threads, threads < 1 { throw ValidationError("--threads \(threads) is invalid: expected >= 1") }
         if let benchmark, benchmark < 1 { throw ValidationError("--benchmark \(benchmark) is invalid: expected >= 1") }
         if benchmark == nil && checkpoint == nil { throw ValidationError("--checkpoint is required (the backdoored model)") }
         do { try config.validate() } catch { throw ValidationError("\(error)") }
     }
 
     func run() throws {
-        if let threads { Runtime.setThreads(threads) }
+        compute.apply()
         if let benchmark { return try runBenchmark(iterations: benchmark) }
         guard let checkpoint else { return }
-        let (model, warnings) = try Checkpoint.load(checkpoint)
-        for warning in warnings { print("warning: \(checkpoint): \(warning)") }
-        let dataSet = try DataDirectory.load(flag: dataDir)
+        let model = try ModelFiles.loadModel(checkpoint)
+        let dataSet = try data.load()
+        var test = dataSet.test
+        if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
         try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
-        let (permutation, splitPath) = try Permutation.resolve(splitFile: splitFile, outputDirectory: outputDir, seed: seed,
+        let (permutation, splitPath) = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDir, seed: seed,
                                                                count: dataSet.train.count)
         let split = DataSplit(permutation: permutation, valFrac: valFrac)
         var poisonTest: ImageSet?
         if let triggerInfo {
             let info = try TriggerInfo.read(path: triggerInfo)
-            poisonTest = try Poisoning.testSet(dataSet.test, trigger: info.trigger, target: info.target)
+            poisonTest = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
         }
-        let data = ANPData(defender: dataSet.train.subset(split.defender), cleanTest: dataSet.test, poisonTest: poisonTest)
+        let images = ANPData(defender: dataSet.train.subset(split.defender), cleanTest: test, poisonTest: poisonTest)
 
         let logPath = (outputDir as NSString).appendingPathComponent("anp_log.txt")
         let jsonPath = (outputDir as NSString).appendingPathComponent("anp_log.jsonl")
         let statePath = (outputDir as NSString).appendingPathComponent(ANP.stateFileName)
         let resuming = resume && FileManager.default.fileExists(atPath: statePath)
-        let textLog = try AppendingTextLog(path: logPath, truncate: !resuming)
+        var logText = resuming ? (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" : ""
         let jsonLog = try JSONLinesWriter(path: jsonPath, truncate: !resuming)
-        func say(_ line: String) {
+        func say(_ line: String) throws {
             print(line)
-            textLog.append(line)
+            logText += line + "\n"
+            try AtomicFile.write(logText, to: logPath)
         }
-        say("ANP on \(checkpoint) (ResNet-18 width \(model.width)), \(data.defender.count) defender images from \(splitPath), "
+        try say("ANP on \(checkpoint) (ResNet-18 width \(model.width)), \(images.defender.count) defender images from \(splitPath), "
             + "eps \(anpEps), steps \(anpSteps), alpha \(anpAlpha), lr \(lr), \(nbIter) iterations of \(batchSize), "
             + "\(Runtime.threads) threads" + (resuming ? ", resuming from \(statePath)" : ""))
-        if poisonTest == nil { say("no --trigger-info: the poison columns stay empty") }
-        say(ANPLogEntry.header)
+        if poisonTest == nil { try say("no --trigger-info: the poison columns stay empty") }
+        try say(ANPLogEntry.header)
         let progress = ProgressBar(total: nbIter, label: "anp")
-        let result = try ANP.optimizeMasks(model: model, data: data, config: config, statePath: statePath,
+        let result = try ANP.optimizeMasks(model: model, data: images, config: config, statePath: statePath,
                                            resume: resume, evaluationBatchSize: evalBatchSize, progress: progress) { entry in
             FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
-            say(entry.line)
+            try say(entry.line)
             try jsonLog.append(entry.json)
         }
         progress.finish()
         let maskPath = (outputDir as NSString).appendingPathComponent(MaskFile.fileName)
         try MaskFile.write(result.scores, to: maskPath)
         let masks = result.masks.joined()
-        say("wrote \(maskPath): \(masks.count) neurons, \(masks.filter { $0 <= 0.2 }.count) with mask <= 0.2, "
+        try say("wrote \(maskPath): \(masks.count) neurons, \(masks.filter { $0 <= 0.2 }.count) with mask <= 0.2, "
             + "\(masks.filter { $0 == 0 }.count) at 0")
+    }
+
+    /// CPU seconds of this process, all threads (CLOCK_PROCESS_CPUTIME_ID).
+    static func processCPUSeconds() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 
     /// Seconds per ANP iteration on random weights and images (what matters for speed is the
@@ -126,34 +134,19 @@ struct ANPCommand: ParsableCommand {
         let optimizer = try MaskOptimizer(model: model, config: config)
         defer { optimizer.detach() }
         try optimizer.step(images: images, labels: labels, generator: &generator)  // primitive creation, first touch
-        var times: [Double] = []
-        for _ in 0..<iterations {
-            let start = Date()
-            try optimizer.step(images: images, labels: labels, generator: &generator)
-            times.append(Date().timeIntervalSince(start))
+        /// Mean wall and process CPU seconds of `body` (CPU time shows contention from other processes).
+        func measure(_ runs: Int, _ body: () throws -> Void) rethrows -> (wall: Double, cpu: Double) {
+            let (wallStart, cpuStart) = (Date(), Self.processCPUSeconds())
+            for _ in 0..<runs { try body() }
+            return (Date().timeIntervalSince(wallStart) / Double(runs), (Self.processCPUSeconds() - cpuStart) / Double(runs))
         }
-        let mean = times.reduce(0, +) / Double(times.count)
-        print(String(format: "ANP iteration, width %d, batch %d, %d threads: %.3f s mean over %d (min %.3f, max %.3f)",
-                     width, batchSize, Runtime.threads, mean, iterations, times.min()!, times.max()!))
+        let iteration = try measure(iterations) { try optimizer.step(images: images, labels: labels, generator: &generator) }
+        let forward = try measure(iterations) { _ = try model.forward(images: images, count: batchSize, mode: .training) }
+        let both = try measure(iterations) { _ = try optimizer.gradients(images: images, labels: labels, perturbed: true) }
+        print(String(format: "ANP iteration, width %d, batch %d, %d threads: %.3f s wall, %.3f s CPU (mean of %d)",
+                     width, batchSize, Runtime.threads, iteration.wall, iteration.cpu, iterations))
+        print(String(format: "  of which each of its %d forward+backward passes: %.3f s wall (forward %.3f s, backward %.3f s)",
+                     2 + anpSteps, both.wall, forward.wall, both.wall - forward.wall))
     }
 }
 
-/// A human-readable log file, appended line by line (the text twin of a JSON-lines log).
-final class AppendingTextLog {
-    private let handle: FileHandle
-
-    init(path: String, truncate: Bool) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-        if truncate || !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else { throw FileError(path, "cannot create the log file") }
-        }
-        guard let handle = FileHandle(forWritingAtPath: path) else { throw FileError(path, "cannot open the log file for appending") }
-        handle.seekToEndOfFile()
-        self.handle = handle
-    }
-
-    func append(_ line: String) { handle.write(Data((line + "\n").utf8)) }
-
-    deinit { try? handle.close() }
-}

@@ -26,7 +26,8 @@ struct PruneCommand: ParsableCommand {
     @Option(help: "Trigger information file written by `backdoor train` (builds the ASR test set).")
     var triggerInfo: String
     @Option(help: "Where the sweep file or the pruned model goes.") var outputDir = "runs/prune"
-    @Option(help: "CIFAR-10 folder (default $BACKDOOR_DATA_DIR, else ./data).") var dataDir: String?
+    @Option(help: "Folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ (else $BACKDOOR_DATA_DIR, else ./data).")
+    var dataDir: String?
     @Option(help: "Sweep by mask threshold or by number of neurons (threshold | number; default number, as the reference).")
     var pruningBy: Pruning.Mode?
     @Option(help: "Sweep end: the largest threshold, or the most neurons (rounded up).") var pruningMax = 0.90
@@ -35,9 +36,11 @@ struct PruneCommand: ParsableCommand {
     @Option(help: "Pruned model path for --threshold (default: OUTPUT-DIR/pruned_threshold_T.safetensors).")
     var prunedCheckpoint: String?
     @Option(help: "Evaluation batch size.") var batchSize = 256
-    @Option(help: "Compute threads (default: all cores).") var threads: Int?
+    @Option(help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
+    @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
+        if let testLimit, testLimit < 1 { throw ValidationError("--test-limit must be at least 1, got \(testLimit)") }
         if let threshold, !(threshold.isFinite) { throw ValidationError("--threshold \(threshold) is invalid: expected a number") }
         if threshold != nil && pruningBy == .number {
             throw ValidationError("--threshold prunes by threshold: drop --pruning-by number")
@@ -45,21 +48,20 @@ struct PruneCommand: ParsableCommand {
         guard pruningStep > 0 && pruningStep.isFinite else { throw ValidationError("--pruning-step \(pruningStep) is invalid: expected > 0") }
         guard pruningMax >= 0 && pruningMax.isFinite else { throw ValidationError("--pruning-max \(pruningMax) is invalid: expected >= 0") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size \(batchSize) is invalid: expected >= 1") }
-        if let threads, threads < 1 { throw ValidationError("--threads \(threads) is invalid: expected >= 1") }
     }
 
     func run() throws {
-        if let threads { Runtime.setThreads(threads) }
-        let (model, warnings) = try Checkpoint.load(checkpoint)
-        for warning in warnings { print("warning: \(checkpoint): \(warning)") }
+        compute.apply()
+        let model = try ModelFiles.loadModel(checkpoint)
         let scores = try MaskFile.read(path: maskFile)
         try Pruning.validate(scores, for: model, source: maskFile)
         let info = try TriggerInfo.read(path: triggerInfo)
-        let dataSet = try DataDirectory.load(flag: dataDir)
-        let poisonTest = try Poisoning.testSet(dataSet.test, trigger: info.trigger, target: info.target)
+        var test = try DataDirectory.load(flag: dataDir).test
+        if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
+        let poisonTest = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
         try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
         let evaluate = { (model: ResNet18) in
-            try PruningMetrics.evaluate(model, clean: dataSet.test, poison: poisonTest, batchSize: batchSize)
+            try PruningMetrics.evaluate(model, clean: test, poison: poisonTest, batchSize: batchSize)
         }
         let start = Date()
         let baseline = try evaluate(model)
