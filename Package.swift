@@ -8,7 +8,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
     ],
     targets: [
         // C libraries from Debian packages (libdnnl-dev, libpng-dev, zlib1g-dev).
@@ -23,7 +22,7 @@ let package = Package(
         // Tensors, layers, ResNet-18, loss, SGD, checkpoints.
         .target(name: "NN", dependencies: ["Support", "DNNL", "Formats"]),
         // File formats: restricted pickle, npy, png, safetensors, tar.gz, PyTorch checkpoints.
-        .target(name: "Formats", dependencies: ["Support", "CPNG", "CZLibSystem", "ZIPFoundation"]),
+        .target(name: "Formats", dependencies: ["Support", "CPNG", "CZLibSystem"]),
         // CIFAR-10 loading, verification, download, split, augmentation, batching.
         .target(name: "Datasets", dependencies: ["Support", "Formats", "CZLibSystem"]),
         // Training loop, evaluation, run logs.

@@ -5,12 +5,11 @@ import DNNL
 import Foundation
 import Support
 
+extension Attacks.PoisonType: ExpressibleByArgument {}
+
 /// The attack a training set is poisoned with (the reference's flags).
 struct AttackOptions: ParsableArguments {
-    enum PoisonType: String, ExpressibleByArgument, CaseIterable {
-        case benign, badnets, blend
-        case cleanLabel = "clean-label"
-    }
+    typealias PoisonType = Attacks.PoisonType
 
     @Option(help: "Attack: benign, badnets, blend or clean-label.") var poisonType: PoisonType = .benign
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget = 0
@@ -29,23 +28,6 @@ struct AttackOptions: ParsableArguments {
         if let triggerAlpha, !(0...1).contains(triggerAlpha) {
             throw ValidationError("--trigger-alpha must be in [0, 1], got \(triggerAlpha)")
         }
-    }
-
-    var triggerKind: Trigger.Kind? {
-        switch poisonType {
-        case .benign: return nil
-        case .badnets: return .checkerboard1Corner
-        case .blend: return .gaussianNoise
-        case .cleanLabel: return .checkerboard4Corner
-        }
-    }
-
-    /// The trigger of the chosen attack, and where its pattern came from.
-    func trigger(seed: UInt64) throws -> (Trigger, String?)? {
-        guard let kind = triggerKind else { return nil }
-        let alpha = triggerAlpha ?? Trigger.defaultAlpha(for: kind)
-        if kind != .gaussianNoise { return (try Trigger.standard(kind, alpha: alpha), nil) }
-        return try TriggerPattern.blendTrigger(patternFile: triggerPattern, alpha: alpha, seed: seed)
     }
 }
 
@@ -70,37 +52,24 @@ struct ExperimentData {
         var test = dataset.test
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
 
-        var train: ImageSet
-        var poisonedCount = 0
-        var info: TriggerInfo?
+        let settings = attack.settings(seed: seed)
+        let (info, note) = try settings.triggerInfo()
+        if let note, !quiet { print("note: \(note)") }
+        // Clean-label folders hold the whole attacker split; other attacks poison the limited set.
+        let limitFirst = settings.poisonType != .cleanLabel
+        let attackerSet = dataset.train.subset(limitFirst ? Array(attacker.prefix(trainLimit ?? attacker.count)) : attacker)
+        var poisoned = try settings.trainingSet(attackerSet: attackerSet, triggerInfo: info)
+        if !limitFirst, let trainLimit, trainLimit < poisoned.count {
+            let kept = Array(0..<trainLimit)
+            poisoned = PoisonedTrainingSet(images: poisoned.images.subset(kept), isPoisoned: kept.map { poisoned.isPoisoned[$0] })
+        }
         var poisonTest: ImageSet?
-        if attack.poisonType == .cleanLabel {
-            let folder = try CleanLabelFolder.read(directory: attack.clbDir)
-            guard folder.images.count == attacker.count else {
-                throw ValidationError("--clb-dir \(attack.clbDir) holds \(folder.images.count) images, but the attacker split "
-                    + "has \(attacker.count) (val-frac \(valFrac)); make it with the same split and --val-frac")
-            }
-            train = folder.images
-            poisonedCount = folder.isPoisoned.filter { $0 }.count
-        } else {
-            let kept = trainLimit.map { Array(attacker.prefix($0)) } ?? attacker
-            train = dataset.train.subset(kept)
+        if let info {
+            poisonTest = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
+            try info.write(path: outputDirectory + "/" + TriggerInfo.fileName)
         }
-        if let (trigger, source) = try attack.trigger(seed: seed) {
-            if attack.poisonType != .cleanLabel {
-                let poisoned = try Poisoning.trainingSet(train, trigger: trigger, target: attack.poisonTarget,
-                                                         rate: attack.poisonRate, seed: seed)
-                train = poisoned.images
-                poisonedCount = poisoned.poisonedIndices.count
-            }
-            poisonTest = try Poisoning.testSet(test, trigger: trigger, target: attack.poisonTarget)
-            let triggerInfo = try TriggerInfo(poisonType: attack.poisonType.rawValue, trigger: trigger,
-                                              target: attack.poisonTarget, patternSource: source)
-            try triggerInfo.write(path: outputDirectory + "/" + TriggerInfo.fileName)
-            info = triggerInfo
-        }
-        if let trainLimit, trainLimit < train.count { train = train.subset(Array(0..<trainLimit)) }
-        if !quiet, let source = info?.patternSource { print("trigger pattern: \(source)") }
+        let train = poisoned.images
+        let poisonedCount = poisoned.poisonedIndices.count
         return ExperimentData(train: train, cleanTest: test, poisonTest: poisonTest, poisonedCount: poisonedCount,
                               triggerInfo: info)
     }

@@ -111,10 +111,14 @@ public enum Checkpoint {
         try SafeTensors(tensors: model.stateDict(), metadata: metadata).write(path: path)
     }
 
-    /// Reads a checkpoint into a new model of the width it was saved with.
+    /// Reads a checkpoint into a new model of the width it was saved with: our safetensors files,
+    /// or PyTorch's `torch.save(model.state_dict())` files (read without executing pickle code).
     public static func load(_ path: String, strict: Bool = true) throws -> (model: ResNet18, warnings: [String]) {
-        let file = try SafeTensors.read(path: path)
-        return try model(from: file.tensors, metadata: file.metadata, source: path, strict: strict)
+        let file = try TensorFile.read(path: path)
+        var tensors: [String: HostTensor] = [:]
+        for entry in file.stateDict { tensors[entry.name] = entry.tensor }
+        let metadata = file.format == .safetensors ? file.metadata : [:]
+        return try model(from: tensors, metadata: metadata, source: path, strict: strict)
     }
 
     /// A model from named tensors (safetensors or an imported PyTorch state_dict).

@@ -1,3 +1,0 @@
-import XCTest
-
-// Tests of the Datasets module land in this folder.
