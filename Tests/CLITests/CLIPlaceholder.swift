@@ -1,3 +1,0 @@
-import XCTest
-
-// Tests of the CLI module land in this folder.
