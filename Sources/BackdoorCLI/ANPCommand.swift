@@ -22,7 +22,9 @@ struct ANPCommand: ParsableCommand {
             --resume continues an interrupted run. `--benchmark N` times N iterations at --width on random data instead.
             """)
 
-    @Option(help: "Backdoored model (safetensors checkpoint).") var checkpoint: String?
+    @Option(help: "Backdoored model: our safetensors checkpoint or a PyTorch state_dict file.") var checkpoint: String?
+    @Flag(help: "Load a checkpoint whose tensors do not all match ResNet-18: missing, extra or misshapen ones are skipped with a warning.")
+    var nonStrict = false
     @Option(help: "Trigger information file written by `backdoor train` (for the ASR columns of the log).")
     var triggerInfo: String?
     @Option(help: "Where mask_values.txt and the logs go.") var outputDir = "runs/anp"
@@ -71,7 +73,7 @@ struct ANPCommand: ParsableCommand {
         compute.apply()
         if let benchmark { return try runBenchmark(iterations: benchmark) }
         guard let checkpoint else { return }
-        let model = try ModelFiles.loadModel(checkpoint)
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict)
         let dataSet = try data.load()
         var test = dataSet.test
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }

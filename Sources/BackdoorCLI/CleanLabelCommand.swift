@@ -20,6 +20,8 @@ struct CleanLabelCommand: ParsableCommand {
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var data: DataOptions
     @Option(help: "Clean model checkpoint (trained with --poison-type benign).") var checkpoint: String
+    @Flag(help: "Load a checkpoint whose tensors do not all match ResNet-18: missing, extra or misshapen ones are skipped with a warning.")
+    var nonStrict = false
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget = 0
     @Option(help: "Fraction of the target-class images to poison (the ANP paper used 0.8).") var poisonRate = 0.1
     @Option(help: "Opacity of the four-corner trigger.") var triggerAlpha = 1.0
@@ -54,7 +56,7 @@ struct CleanLabelCommand: ParsableCommand {
 
     func run() throws {
         compute.apply()
-        let model = try ModelFiles.loadModel(checkpoint)
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict)
         let dataset = try data.load()
         let split = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDirectory, seed: seed)
         let attackerSet = dataset.train.subset(DataSplit(permutation: split.permutation, valFrac: valFrac).attacker)

@@ -12,7 +12,9 @@ struct EvalCommand: ParsableCommand {
         abstract: "Clean loss and accuracy of a checkpoint on the CIFAR-10 test set, and ASR with --trigger-info.")
 
     @OptionGroup var compute: ComputeOptions
-    @Option(help: "Model checkpoint (.safetensors).") var checkpoint: String
+    @Option(help: "Model checkpoint: our safetensors file or a PyTorch state_dict file.") var checkpoint: String
+    @Flag(help: "Load a checkpoint whose tensors do not all match ResNet-18: missing, extra or misshapen ones are skipped with a warning.")
+    var nonStrict = false
     @Option(help: "Trigger information saved by `backdoor train` (adds poison loss and ASR).") var triggerInfo: String?
     @Option(help: "Folder holding cifar-10-batches-bin/ or cifar-10-batches-py/.") var dataDir: String?
     @Option(help: "Evaluate the first N test images only.") var limit: Int?
@@ -26,7 +28,7 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         compute.apply()
-        let model = try ModelFiles.loadModel(checkpoint)
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict)
         var test = try DataDirectory.load(flag: dataDir).test
         if let limit, limit < test.count { test = test.subset(Array(0..<limit)) }
         let start = Date()

@@ -21,7 +21,9 @@ struct PruneCommand: ParsableCommand {
             and writing pruning_by_threshold.txt / pruning_by_number.txt to --output-dir.
             """)
 
-    @Option(help: "Backdoored model (safetensors checkpoint).") var checkpoint: String
+    @Option(help: "Backdoored model: our safetensors checkpoint or a PyTorch state_dict file.") var checkpoint: String
+    @Flag(help: "Load a checkpoint whose tensors do not all match ResNet-18: missing, extra or misshapen ones are skipped with a warning.")
+    var nonStrict = false
     @Option(help: "mask_values.txt from `backdoor anp`.") var maskFile: String
     @Option(help: "Trigger information file written by `backdoor train` (builds the ASR test set).")
     var triggerInfo: String
@@ -52,7 +54,7 @@ struct PruneCommand: ParsableCommand {
 
     func run() throws {
         compute.apply()
-        let model = try ModelFiles.loadModel(checkpoint)
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict)
         let scores = try MaskFile.read(path: maskFile)
         try Pruning.validate(scores, for: model, source: maskFile)
         let info = try TriggerInfo.read(path: triggerInfo)
