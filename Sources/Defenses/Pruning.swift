@@ -1,0 +1,160 @@
+import Datasets
+import Foundation
+import NN
+import Support
+import Training
+
+/// Clean accuracy and attack success of a model: the four numbers of every pruning row.
+public struct PruningMetrics: Equatable {
+    public var poisonLoss: Double
+    /// Attack success rate: accuracy on the triggered non-target test images labelled with the target.
+    public var poisonAccuracy: Double
+    public var cleanLoss: Double
+    public var cleanAccuracy: Double
+
+    public init(poisonLoss: Double, poisonAccuracy: Double, cleanLoss: Double, cleanAccuracy: Double) {
+        (self.poisonLoss, self.poisonAccuracy, self.cleanLoss, self.cleanAccuracy) =
+            (poisonLoss, poisonAccuracy, cleanLoss, cleanAccuracy)
+    }
+
+    /// Evaluation-mode loss and accuracy on the clean test set and the ASR set.
+    public static func evaluate(_ model: ResNet18, clean: ImageSet, poison: ImageSet, batchSize: Int = 256,
+                                progress: ProgressBar? = nil) throws -> PruningMetrics {
+        let p = try Evaluation.evaluate(model, on: poison, batchSize: batchSize, progress: progress)
+        let c = try Evaluation.evaluate(model, on: clean, batchSize: batchSize, progress: progress)
+        return PruningMetrics(poisonLoss: p.loss, poisonAccuracy: p.accuracy, cleanLoss: c.loss, cleanAccuracy: c.accuracy)
+    }
+}
+
+/// Pruning by mask value, as the reference's `prune_neuron_cifar.py`: neurons sorted by mask
+/// (ascending, ties in file order); pruning a neuron sets its BN weight to 0 and keeps its bias.
+public enum Pruning {
+    public enum Mode: String, CaseIterable {
+        case threshold, number
+        public var fileName: String { "pruning_by_\(rawValue).txt" }
+    }
+
+    public static let sweepHeader = "No \t Layer Name \t Neuron Idx \t Mask \t PoisonLoss \t PoisonACC \t CleanLoss \t CleanACC\n"
+
+    /// Stable ascending sort by mask value (Python's `sorted`).
+    public static func sorted(_ scores: [NeuronScore]) -> [NeuronScore] {
+        scores.enumerated().sorted { ($0.element.value, $0.offset) < ($1.element.value, $1.offset) }.map(\.element)
+    }
+
+    /// Neurons whose mask is at most `threshold`, lowest first.
+    public static func neurons(_ scores: [NeuronScore], atOrBelow threshold: Double) -> [NeuronScore] {
+        sorted(scores).filter { $0.value <= threshold }
+    }
+
+    /// Checks that every neuron names a BN layer of the model and a channel it has.
+    public static func validate(_ scores: [NeuronScore], for model: ResNet18, source: String) throws {
+        let channels = Dictionary(uniqueKeysWithValues: model.batchNorms.map { ($0.name, $0.channels) })
+        for score in scores {
+            guard let count = channels[score.layer] else {
+                throw FileError(source, "layer \(score.layer) is not a BatchNorm layer of this ResNet-18 (width \(model.width)); expected one of \(model.batchNorms.map(\.name).joined(separator: ", "))")
+            }
+            guard score.index < count else {
+                throw FileError(source, "\(score.layer) neuron \(score.index) is out of range: the layer has \(count) channels")
+            }
+        }
+    }
+
+    /// Sets the BN weight of each neuron to 0 (biases and running statistics stay).
+    public static func prune(_ model: ResNet18, neurons: [NeuronScore]) throws {
+        let layers = Dictionary(uniqueKeysWithValues: model.batchNorms.map { ($0.name, $0) })
+        var byLayer: [String: [Int]] = [:]
+        for neuron in neurons { byLayer[neuron.layer, default: []].append(neuron.index) }
+        for (name, indices) in byLayer {
+            guard let layer = layers[name] else { throw ANPError("cannot prune \(name): not a BatchNorm layer of the model") }
+            var weights = try layer.weight.plainValues()
+            for index in indices {
+                guard index >= 0 && index < weights.count else {
+                    throw ANPError("cannot prune \(name)[\(index)]: the layer has \(weights.count) channels")
+                }
+                weights[index] = 0
+            }
+            try layer.weight.setPlainValues(weights)
+        }
+    }
+
+    /// One row of a pruning sweep, printed as the reference prints it.
+    public struct SweepRow: Equatable {
+        /// Neurons pruned so far.
+        public var pruned: Int
+        public var layer: String
+        public var index: Int
+        /// The "Mask" column: the threshold (threshold sweeps) or the last pruned neuron's mask.
+        public var mask: Double
+        public var metrics: PruningMetrics
+
+        /// The reference's line: `{:.2f}` for the count in threshold sweeps, `{}` in number sweeps;
+        /// the mask printed as Python prints a float (Swift's description is also the shortest
+        /// round-trip form: "0.0", "0.05", "0.15000000000000002"); four decimals for the metrics.
+        public func line(mode: Mode) -> String {
+            let count = mode == .threshold ? String(format: "%.2f", Double(pruned)) : String(pruned)
+            let m = metrics
+            return "\(count) \t \(layer) \t \(index) \t \(mask) \t "
+                + [m.poisonLoss, m.poisonAccuracy, m.cleanLoss, m.cleanAccuracy].map { String(format: "%.4f", $0) }
+                .joined(separator: " \t ") + "\n"
+        }
+    }
+
+    /// np.arange(0, max + step, step), element by element as numpy computes it (i * step).
+    public static func thresholds(max: Double, step: Double) -> [Double] {
+        let count = Int(((max + step) / step).rounded(.up))
+        return (0..<Swift.max(count, 0)).map { Double($0) * step }
+    }
+
+    /// The reference's `evaluate_by_threshold` / `evaluate_by_number` on `model` (pruned in place,
+    /// cumulatively). Threshold sweeps evaluate after pruning every neuron with mask <= t for t in
+    /// 0, step, ..., max (+ step); the row names the first neuron left (the last one once all are
+    /// pruned), as the reference does. Number sweeps prune ceil(step) more neurons per row, up to
+    /// ceil(max) (+ one step), and name the last pruned neuron; they stop when neurons run out.
+    public static func sweep(_ model: ResNet18, scores: [NeuronScore], mode: Mode, max: Double, step: Double,
+                             evaluate: (ResNet18) throws -> PruningMetrics,
+                             onRow: (SweepRow) throws -> Void = { _ in }) throws -> [SweepRow] {
+        guard step > 0, step.isFinite else { throw ANPError("--pruning-step \(step) is invalid: expected a number > 0") }
+        guard max >= 0, max.isFinite else { throw ANPError("--pruning-max \(max) is invalid: expected a number >= 0") }
+        let order = sorted(scores)
+        guard !order.isEmpty else { return [] }
+        var rows: [SweepRow] = []
+        var pruned = 0
+        switch mode {
+        case .threshold:
+            for threshold in thresholds(max: max, step: step) {
+                var batch: [NeuronScore] = []
+                while pruned < order.count && order[pruned].value <= threshold {
+                    batch.append(order[pruned])
+                    pruned += 1
+                }
+                try prune(model, neurons: batch)
+                let named = order[Swift.min(pruned, order.count - 1)]
+                let row = SweepRow(pruned: pruned, layer: named.layer, index: named.index, mask: threshold,
+                                   metrics: try evaluate(model))
+                try onRow(row)
+                rows.append(row)
+            }
+        case .number:
+            let total = Int(max.rounded(.up)), perRow = Int(step.rounded(.up))
+            var start = 0
+            while start <= total && start < order.count {
+                let end = Swift.min(start + perRow, order.count)
+                try prune(model, neurons: Array(order[start..<end]))
+                pruned = end
+                let last = order[end - 1]
+                let row = SweepRow(pruned: pruned, layer: last.layer, index: last.index, mask: last.value,
+                                   metrics: try evaluate(model))
+                try onRow(row)
+                rows.append(row)
+                start += perRow
+            }
+        }
+        return rows
+    }
+
+    /// The sweep file: header and rows (the reference omits the newline of number rows; here
+    /// every row ends with one so the file stays one row per line).
+    public static func sweepText(_ rows: [SweepRow], mode: Mode) -> String {
+        sweepHeader + rows.map { $0.line(mode: mode) }.joined()
+    }
+}

@@ -1,3 +1,0 @@
-import XCTest
-
-// Tests of the Defenses module land in this folder.
