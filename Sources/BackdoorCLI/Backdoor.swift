@@ -9,6 +9,6 @@ struct Backdoor: ParsableCommand {
             // Each subcommand lives in its own file of this folder.
             DataCommand.self, PoisonCommand.self, CleanLabelCommand.self, TrainCommand.self, EvalCommand.self,
             BenchCommand.self, ConvertCommand.self, InspectCommand.self, ReportCommand.self,
-            ANPCommand.self, PruneCommand.self,
+            ANPCommand.self, PruneCommand.self, RunCommand.self, SweepCommand.self,
         ])
 }
