@@ -54,23 +54,20 @@ final class Experiment {
 
     // MARK: The pipeline
 
-    /// Runs every attack, writes summary.json after each and the report at the end.
+    /// Runs every attack, writes summary.json after each (keeping other attacks of an earlier
+    /// summary when resuming) and the report at the end.
     @discardableResult
     func run(attacks: [PoisonType]) throws -> [PoisonType: AttackOutcome] {
-        var outcomes = readSummary()
+        var summary = readSummary()
+        var outcomes: [PoisonType: AttackOutcome] = [:]
         for attack in attacks {
-            outcomes[attack.rawValue] = try runAttack(attack).json
-            try writeSummary(outcomes)
+            let outcome = try runAttack(attack)
+            outcomes[attack] = outcome
+            summary[attack.rawValue] = outcome.json
+            try writeSummary(summary)
         }
         try writeReport()
-        return Dictionary(uniqueKeysWithValues: attacks.map { attack in
-            let json = outcomes[attack.rawValue] as! [String: Any]
-            return (attack, AttackOutcome(
-                cleanAccuracyBefore: json["clean_acc_before"] as! Double, asrBefore: json["asr_before"] as! Double,
-                cleanAccuracyAfter: json["clean_acc_after"] as! Double, asrAfter: json["asr_after"] as! Double,
-                threshold: json["threshold"] as! Double, prunedNeurons: json["pruned_neurons"] as! Int,
-                seconds: json["seconds"] as! Double))
-        })
+        return outcomes
     }
 
     func runAttack(_ attack: PoisonType) throws -> AttackOutcome {
@@ -196,7 +193,6 @@ final class Experiment {
 
     struct TrainedModel {
         var stage: StageFolder
-        var data: ExperimentData
         var modelPath: String { stage.file("model_last.safetensors") }
     }
 
@@ -222,11 +218,11 @@ final class Experiment {
         ]
         let attackSettings = attackSettings(poisonType, cleanLabelDirectory: upstream?.path)
         let info = try upstream.map { try TriggerInfo.read(path: $0.file(TriggerInfo.fileName)) }
-        let data = try ExperimentData.make(dataset: dataset, permutation: permutation, settings: attackSettings,
-                                           triggerInfo: info, valFrac: settings.valFrac, trainLimit: settings.trainLimit,
-                                           testLimit: settings.testLimit)
         let outputs = ["model_last.safetensors", "train_log.jsonl"] + (info == nil ? [] : ["samples.png"])
         let folder = try stage(attack.rawValue, folderName, config: config, upstream: upstream, outputs: outputs) { folder, continuing in
+            let data = try ExperimentData.make(dataset: dataset, permutation: permutation, settings: attackSettings,
+                                               triggerInfo: info, valFrac: settings.valFrac, trainLimit: settings.trainLimit,
+                                               testLimit: settings.testLimit)
             let trainer = try Trainer(config: trainingConfig, trainSet: data.train, cleanTest: data.cleanTest,
                                       poisonTest: data.poisonTest, outputDirectory: folder.path)
             trainer.quiet = quiet
@@ -254,7 +250,7 @@ final class Experiment {
             }
             try trainer.run(resume: continuing)
         }
-        return TrainedModel(stage: folder, data: data)
+        return TrainedModel(stage: folder)
     }
 
     /// Clean test images of non-target classes above the same images with the trigger.
@@ -272,17 +268,24 @@ final class Experiment {
         var asr: Double
     }
 
-    /// The whole test set and its triggered twin (the evaluation and pruning stages use these).
-    private func testSets(_ trained: TrainedModel) throws -> (clean: ImageSet, poison: ImageSet) {
-        let info = try TriggerInfo.read(path: trained.stage.file(TriggerInfo.fileName))
-        return (dataset.test, try Poisoning.testSet(dataset.test, trigger: info.trigger, target: info.target))
+    /// The test images of the before/after numbers (all, unless --eval-limit).
+    var evaluationTest: ImageSet {
+        guard let limit = settings.evalLimit, limit < dataset.test.count else { return dataset.test }
+        return dataset.test.subset(Array(0..<limit))
+    }
+
+    /// The evaluation test set and its triggered twin for the trigger of a training stage.
+    func evaluationSets(trainFolder: String) throws -> (clean: ImageSet, poison: ImageSet) {
+        let info = try TriggerInfo.read(path: (trainFolder as NSString).appendingPathComponent(TriggerInfo.fileName))
+        let clean = evaluationTest
+        return (clean, try Poisoning.testSet(clean, trigger: info.trigger, target: info.target))
     }
 
     private func evaluate(_ attack: PoisonType, upstream trained: TrainedModel) throws -> Evaluated {
-        let folder = try stage(attack.rawValue, "eval", config: ["test_images": dataset.test.count], upstream: trained.stage,
+        let folder = try stage(attack.rawValue, "eval", config: ["test_images": evaluationTest.count], upstream: trained.stage,
                                outputs: ["result.json"]) { folder, _ in
             let (model, _) = try Checkpoint.load(trained.modelPath)
-            let sets = try testSets(trained)
+            let sets = try evaluationSets(trainFolder: trained.stage.path)
             let progress = ProgressBar(total: sets.clean.count + sets.poison.count, label: "evaluation", quiet: quiet)
             let metrics = try PruningMetrics.evaluate(model, clean: sets.clean, poison: sets.poison, progress: progress)
             progress.finish()
@@ -293,8 +296,8 @@ final class Experiment {
         let result = try readJSON(folder.file("result.json"))
         let evaluated = Evaluated(stage: folder, cleanAccuracy: try number(result, "clean_acc", folder.file("result.json")),
                                   asr: try number(result, "asr", folder.file("result.json")))
-        log.say(String(format: "%@: backdoored model: clean accuracy %.2f%%, ASR %.2f%% (all %d test images)",
-                       attack.rawValue, 100 * evaluated.cleanAccuracy, 100 * evaluated.asr, dataset.test.count))
+        log.say(String(format: "%@: backdoored model: clean accuracy %.2f%%, ASR %.2f%% (%d test images)",
+                       attack.rawValue, 100 * evaluated.cleanAccuracy, 100 * evaluated.asr, evaluationTest.count))
         return evaluated
     }
 }

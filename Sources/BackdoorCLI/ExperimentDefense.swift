@@ -96,22 +96,20 @@ extension Experiment {
         var prunedNeurons: Int
     }
 
-    /// The pruning sweeps (by threshold and by number) and the model pruned at the chosen
-    /// threshold (evaluated on the whole test set).
+    /// The pruning sweeps (by threshold and by number, on the --test-limit images) and the model
+    /// pruned at the chosen threshold (on the evaluation test set, as the evaluation stage).
     func prune(_ attack: PoisonType, anp: StageFolder) throws -> Pruned {
         let trainFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/train")
         let config: [String: Any] = ["threshold": settings.threshold, "pruning_max": settings.pruningMax,
                                      "pruning_step": settings.pruningStep, "number_rows": Self.numberRows,
-                                     "sweep_test_limit": settings.testLimit ?? NSNull(), "test_images": dataset.test.count]
+                                     "sweep_test_limit": settings.testLimit ?? NSNull(), "test_images": evaluationTest.count]
         let outputs = [Pruning.Mode.threshold.fileName, Pruning.Mode.number.fileName, "result.json"]
         let folder = try stage(attack.rawValue, "prune", config: config, upstream: anp, outputs: outputs) { folder, _ in
             let modelPath = trainFolder + "/model_last.safetensors"
             let scores = try MaskFile.read(path: anp.file(MaskFile.fileName))
             let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName)
-            let poisonTest = try Poisoning.testSet(dataset.test, trigger: info.trigger, target: info.target)
-            let evaluate = { [dataset] (model: ResNet18) in
-                try PruningMetrics.evaluate(model, clean: dataset.test, poison: poisonTest)
-            }
+            let sets = try evaluationSets(trainFolder: trainFolder)
+            let evaluate = { (model: ResNet18) in try PruningMetrics.evaluate(model, clean: sets.clean, poison: sets.poison) }
             // The sweeps evaluate dozens of models: on the --test-limit subset; the chosen
             // threshold on the whole test set.
             let sweepTest = settings.testLimit.map { dataset.test.subset(Array(0..<min($0, dataset.test.count))) } ?? dataset.test
@@ -175,6 +173,7 @@ extension Experiment {
 
     func writeReport() throws {
         let written = try ReportBuilder.write(runDirectory: root)
-        log.say("report: \(written.htmlPath)")
+        log.say("report: \(written.htmlPath) and \(written.markdownPath)")
+        for problem in written.problems { log.say("report note: \(problem)") }
     }
 }

@@ -20,9 +20,11 @@ struct ExperimentSettings: Equatable {
     /// Training uses the split after this fraction of the permutation (the reference's default 0.1).
     var valFrac = 0.1
     var trainLimit: Int?
-    /// Per-epoch and ANP-log evaluations use the first N test images; the evaluation and
-    /// pruning stages always use the whole test set.
+    /// Per-epoch, ANP-log and pruning-sweep evaluations use the first N test images.
     var testLimit: Int?
+    /// The numbers of summary.json (evaluation stage, chosen threshold) use the first N test
+    /// images: nil is the whole test set (small values are for tests).
+    var evalLimit: Int?
     // Attack.
     var poisonRate = 0.1
     var target = 0
@@ -85,6 +87,7 @@ struct ExperimentSettings: Equatable {
         ]
         out["train_limit"] = trainLimit ?? NSNull()
         out["test_limit"] = testLimit ?? NSNull()
+        out["eval_limit"] = evalLimit ?? NSNull()
         out["trigger_pattern"] = triggerPattern ?? NSNull()
         return out
     }
@@ -110,8 +113,10 @@ struct ExperimentOptions: ParsableArguments {
     @Option(help: "Epochs at which the learning rate is multiplied by 0.1, comma-separated.") var milestones: String?
     @Option(help: "Random crop and flip in training (true or false).") var augment: Bool?
     @Option(help: "Train on the first N images of the attacker's split.") var trainLimit: Int?
-    @Option(help: "Per-epoch and ANP-log evaluations on the first N test images (the final ones use all).")
+    @Option(help: "Per-epoch, ANP-log and pruning-sweep evaluations on the first N test images.")
     var testLimit: Int?
+    @Option(help: "Before/after numbers (summary.json) on the first N test images (default: all 10,000).")
+    var evalLimit: Int?
     @Option(help: "Fraction to poison: of the non-target images (BadNets, Blend) or of the target class (clean-label).")
     var poisonRate: Double?
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget: Int?
@@ -135,6 +140,7 @@ struct ExperimentOptions: ParsableArguments {
         if let augment { s.augment = augment }
         if let trainLimit { s.trainLimit = trainLimit }
         if let testLimit { s.testLimit = testLimit }
+        if let evalLimit { s.evalLimit = evalLimit }
         if let poisonRate { s.poisonRate = poisonRate }
         if let poisonTarget { s.target = poisonTarget }
         if let triggerPattern { s.triggerPattern = triggerPattern }
@@ -159,6 +165,7 @@ struct ExperimentOptions: ParsableArguments {
         try positive(batchSize, "batch-size")
         try positive(trainLimit, "train-limit")
         try positive(testLimit, "test-limit")
+        try positive(evalLimit, "eval-limit")
         try positive(pgdIters, "pgd-iters")
         try positive(anpIters, "anp-iters")
         try positive(anpPrintEvery, "anp-print-every")

@@ -59,8 +59,7 @@ extension Experiment {
     func sweep(attack: PoisonType, alphas: [Double], thresholds: [Double]) throws {
         let model = try trainedModel(attack)
         let trainFolder = model.stage
-        let info = try TriggerInfo.read(path: trainFolder.file(TriggerInfo.fileName))
-        let poisonTest = try Poisoning.testSet(dataset.test, trigger: info.trigger, target: info.target)
+        let sets = try evaluationSets(trainFolder: trainFolder.path)
         var rows: [[String: Any]] = []
         let modelRan = upstreamRan
         for alpha in alphas {
@@ -72,7 +71,7 @@ extension Experiment {
                 let (pruned, _) = try Checkpoint.load(model.modelPath)
                 let chosen = Pruning.neurons(scores, atOrBelow: threshold)
                 try Pruning.prune(pruned, neurons: chosen)
-                let metrics = try PruningMetrics.evaluate(pruned, clean: dataset.test, poison: poisonTest)
+                let metrics = try PruningMetrics.evaluate(pruned, clean: sets.clean, poison: sets.poison)
                 log.say(String(format: "alpha %g, threshold %g: %d neurons pruned, clean accuracy %.2f%%, ASR %.2f%%",
                                alpha, threshold, chosen.count, 100 * metrics.cleanAccuracy, 100 * metrics.poisonAccuracy))
                 rows.append(["anp_alpha": alpha, "threshold": threshold, "pruned_neurons": chosen.count,
