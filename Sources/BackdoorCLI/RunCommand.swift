@@ -15,8 +15,8 @@ struct RunCommand: ParsableCommand {
             --threshold). Each stage folder holds config.json, exactly what it ran with; --resume skips the \
             stages finished with the same configuration, continues an interrupted one, and reruns a changed \
             stage and all after it. summary.json and report.html/report.md go to the run folder. \
-            Presets: quick (width 8, 6 epochs on 25,000 images, 300 ANP iterations: about 15 minutes per \
-            attack on 2 cores) and homework (the assignment: width 64, 50 epochs, 2000 ANP iterations; days on \
+            Presets: quick (width 16, 6 epochs on 10,000 images without augmentation, 100 ANP iterations; \
+            minutes per attack on an idle 2-core CPU) and homework (the assignment: width 64, 50 epochs, 2000 ANP iterations; days on \
             a CPU). Any flag overrides the preset.
             """)
 
