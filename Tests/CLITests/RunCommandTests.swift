@@ -169,7 +169,7 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(try lastJSONLine(base + "/resumed/badnets/anp/anp_log.jsonl")["iteration"] as? Int, 6)
         XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: base + "/resumed/badnets/train/model_last.safetensors")[.modificationDate] as? Date,
                        trainedAt, "the model was not retrained")
-        // Without --resume every stage runs again (the first runs above: all five stages).
+        // A first run runs all five stages.
         XCTAssertEqual(straight.ranStages, ["badnets/poison", "badnets/train", "badnets/eval", "badnets/anp", "badnets/prune"])
     }
 
