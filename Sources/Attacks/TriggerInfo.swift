@@ -79,7 +79,9 @@ public struct TriggerInfo: Equatable {
         }
         let file: SafeTensors
         do {
-            file = try SafeTensors.read(path: path)
+            let read = try TensorFile.read(path: path)
+            if read.format == .torch { return try fromReferenceDictionary(read.dictionary, path: path) }
+            file = SafeTensors(tensors: read.dictionary, metadata: read.metadata)
         } catch let error as FileError {
             throw fail("not a trigger information file: \(error.message)")
         }
@@ -123,6 +125,53 @@ public struct TriggerInfo: Equatable {
                                       mask: mask.values, maskChannels: mask.channels, alpha: alpha)
             return try TriggerInfo(poisonType: try field("poison_type"), trigger: trigger, target: target,
                                    patternSource: file.metadata["pattern_source"])
+        } catch let error as AttackError {
+            throw fail("\(error)")
+        }
+    }
+
+    /// The ANP reference code's `torch.save(dict)` trigger information: `trigger_pattern` and
+    /// `trigger_mask` (1 x 32 x 32 x C uint8), `trigger_alpha`, `poison_target`, `data_index`.
+    /// It names no trigger type, so the type follows from the mask's shape.
+    static func fromReferenceDictionary(_ tensors: [String: HostTensor], path: String) throws -> TriggerInfo {
+        func fail(_ message: String) -> FileError { FileError(path, "PyTorch trigger information: \(message)") }
+        func values(_ name: String) throws -> (values: [Double], channels: Int) {
+            guard let tensor = tensors[name] else { throw fail("no \"\(name)\" entry") }
+            let shape = tensor.shape.count == 4 && tensor.shape[0] == 1 ? Array(tensor.shape.dropFirst()) : tensor.shape
+            guard shape.count == 3, shape[0] == Trigger.height, shape[1] == Trigger.width, [1, 3].contains(shape[2]) else {
+                throw fail("\"\(name)\" has shape \(tensor.shape); expected [1, 32, 32, 1] or [1, 32, 32, 3]")
+            }
+            switch tensor.dtype {
+            case .u8: return (try tensor.uint8s().map(Double.init), shape[2])
+            case .f32: return (try tensor.floats().map(Double.init), shape[2])
+            case .f64: return (try tensor.doubles(), shape[2])
+            default: throw fail("\"\(name)\" has dtype \(tensor.dtype.rawValue); expected uint8 or float")
+            }
+        }
+        func number(_ name: String) throws -> Double {
+            guard let tensor = tensors[name], tensor.elementCount == 1 else { throw fail("no scalar \"\(name)\" entry") }
+            switch tensor.dtype {
+            case .f64: return try tensor.doubles()[0]
+            case .f32: return Double(try tensor.floats()[0])
+            case .i64: return Double(try tensor.int64s()[0])
+            case .i32: return Double(try tensor.int32s()[0])
+            default: throw fail("\"\(name)\" has dtype \(tensor.dtype.rawValue); expected a number")
+            }
+        }
+        let pattern = try values("trigger_pattern")
+        let mask = try values("trigger_mask")
+        let masked = stride(from: 0, to: mask.values.count, by: mask.channels).filter { mask.values[$0] > 0 }.count
+        let kind: Trigger.Kind, poisonType: String
+        switch masked {
+        case Trigger.pixelsPerChannel: (kind, poisonType) = (.gaussianNoise, "blend")
+        case 36: (kind, poisonType) = (.checkerboard4Corner, "clean-label")
+        default: (kind, poisonType) = (.checkerboard1Corner, "badnets")
+        }
+        do {
+            let trigger = try Trigger(kind: kind, pattern: pattern.values, patternChannels: pattern.channels,
+                                      mask: mask.values, maskChannels: mask.channels, alpha: try number("trigger_alpha"))
+            return try TriggerInfo(poisonType: poisonType, trigger: trigger, target: Int(try number("poison_target")),
+                                   patternSource: "PyTorch trigger information \(path)")
         } catch let error as AttackError {
             throw fail("\(error)")
         }

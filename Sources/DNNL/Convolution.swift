@@ -115,17 +115,37 @@ public final class Convolution {
 
     private func backwardWeights() throws -> Primitive {
         if let p = backwardWeightsPrimitive { return p }
-        var desc = dnnl_convolution_desc_t()
-        var src = srcDesc.raw
-        var diffWeights = try MemoryDesc.any(config.weightsShape).raw
-        var diffDst = dstDesc.raw
-        let status = withGeometry { strides, padding in
-            dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &src, &diffWeights, nil,
-                                                        &diffDst, strides, padding, padding)
+        // With few input channels the forward keeps the input plain, and oneDNN 2.6 then offers
+        // only its reference backward-weights kernel; a blocked input (reordered per call) is
+        // far cheaper, so layouts are tried in order until an optimised kernel is found.
+        let candidates: [MemoryDesc] = try [srcDesc, .any(config.srcShape),
+                                             MemoryDesc(shape: config.srcShape, tag: dnnl_nChw16c),
+                                             MemoryDesc(shape: config.srcShape, tag: dnnl_nChw8c)]
+        var chosen: Primitive?
+        for candidate in candidates {
+            var desc = dnnl_convolution_desc_t()
+            var src = candidate.raw
+            var diffWeights = try MemoryDesc.any(config.weightsShape).raw
+            var diffDst = try MemoryDesc.any(config.dstShape).raw
+            let status = withGeometry { strides, padding in
+                dnnl_convolution_backward_weights_desc_init(&desc, dnnl_convolution_direct, &src, &diffWeights, nil,
+                                                            &diffDst, strides, padding, padding)
+            }
+            try check(status, "\(config) backward weights")
+            guard let p = try? Primitive("\(config) backward weights", opDesc: desc, hint: forwardPrimitive) else { continue }
+            chosen = chosen ?? p
+            if !p.isReference {
+                chosen = p
+                break
+            }
         }
-        try check(status, "\(config) backward weights")
-        let p = try Primitive("\(config) backward weights", opDesc: desc, hint: forwardPrimitive)
+        guard let p = chosen else { throw DNNLError(operation: "\(config) backward weights", status: "no implementation") }
         backwardWeightsPrimitive = p
         return p
+    }
+
+    /// Implementation names of the forward, backward-data and backward-weights kernels.
+    public func implementations() throws -> [String] {
+        [forwardPrimitive.implementation, try backwardData().implementation, try backwardWeights().implementation]
     }
 }

@@ -35,6 +35,18 @@ final class Primitive {
         dnnl_primitive_desc_destroy(descriptor)
     }
 
+    /// oneDNN's name of the chosen implementation (e.g. "jit:avx2", "ref:any").
+    var implementation: String {
+        var name: UnsafePointer<CChar>?
+        guard dnnl_primitive_desc_query(descriptor, dnnl_query_impl_info_str, 0, &name) == dnnl_success, let name else {
+            return "unknown"
+        }
+        return String(cString: name)
+    }
+
+    /// True for oneDNN's reference kernels: correct, but tens to hundreds of times slower.
+    var isReference: Bool { implementation.hasPrefix("ref") }
+
     /// The layout the primitive chose for one of its arguments.
     func desc(_ query: dnnl_query_t, _ index: Int32 = 0) -> MemoryDesc {
         MemoryDesc(raw: dnnl_primitive_desc_query_md(descriptor, query, index).pointee)

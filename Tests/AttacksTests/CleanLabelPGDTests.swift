@@ -1,4 +1,5 @@
 import Datasets
+import NN
 import Support
 import XCTest
 @testable import Attacks
@@ -220,5 +221,27 @@ final class CleanLabelPGDTests: XCTestCase {
             }
             XCTAssertNotEqual(after, before)
         }
+    }
+}
+
+/// PGD against the project's ResNet-18 (a narrow one, so the debug build stays quick).
+final class CleanLabelPGDResNetTests: XCTestCase {
+    func testPGDRaisesTheLossOfAResNetWithinEpsilon() throws {
+        let model = try ResNet18(width: 2, seed: 3)
+        var generator = SeededGenerator(seed: 4)
+        let pixels = (0..<4 * ImageSet.pixelsPerImage).map { _ in UInt8(truncatingIfNeeded: generator.next() >> 56) }
+        let unlabelled = ImageSet(pixels: pixels, labels: [0, 0, 0, 0])
+        let cleanLogits = try model.logits(images: Augmentation.testBatch(unlabelled, indices: [0, 1, 2, 3]).images, count: 4)
+        let predicted = (0..<4).map { CleanLabelPGD.argmax(cleanLogits[$0 * 10..<($0 + 1) * 10]) }
+        let images = ImageSet(pixels: pixels, labels: predicted)
+
+        let pgd = CleanLabelPGD(stepSize: 4 / 255, iterations: 3, restarts: 0, batchSize: 4)
+        let (perturbed, losses) = try pgd.perturb(images, classifier: model, seed: 5)
+        XCTAssertLessThanOrEqual(zip(perturbed.pixels, images.pixels).map { abs(Int($0) - Int($1)) }.max()!, 16)
+        let before = CleanLabelPGD.losses(cleanLogits, labels: predicted.map(Int32.init), classes: 10)
+        let afterLogits = try model.logits(images: Augmentation.testBatch(perturbed, indices: [0, 1, 2, 3]).images, count: 4)
+        let after = CleanLabelPGD.losses(afterLogits, labels: predicted.map(Int32.init), classes: 10)
+        XCTAssertGreaterThan(losses.reduce(0, +), before.reduce(0, +))
+        XCTAssertGreaterThan(after.reduce(0, +), before.reduce(0, +))
     }
 }

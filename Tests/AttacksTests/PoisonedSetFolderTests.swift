@@ -94,4 +94,20 @@ final class PoisonedSetFolderTests: XCTestCase {
         XCTAssertEqual(pixel(2 + 30 * 3 + 1, 100 + 30 * 3 + 1), [255, 255, 255])
         XCTAssertEqual(pixel(2 + 29 * 3, 100 + 29 * 3), [0, 0, 0])
     }
+
+    func testExportWritesArraysTriggerInfoAndExamples() throws {
+        let clean = PoisoningTests.syntheticSet(count: 30)
+        let info = try TriggerInfo(poisonType: "badnets", trigger: try .checkerboard1Corner(), target: 1)
+        let poisoned = try Poisoning.trainingSet(clean, trigger: info.trigger, target: 1, rate: 0.5, seed: 2)
+        let files = try PoisonedSetFolder.export(poisoned, clean: clean, triggerInfo: info, to: directory)
+        XCTAssertEqual(files.map { ($0 as NSString).lastPathComponent },
+                       ["data.npy", "label.npy", "backdoor_list.npy", "trigger_info.safetensors", "trigger_info.json", "examples.png"])
+        XCTAssertEqual(try PoisonedSetFolder.read(directory: directory), poisoned)
+        XCTAssertEqual(try TriggerInfo.read(path: directory + "/trigger_info.safetensors"), info)
+        let grid = try PNG.read(path: directory + "/examples.png")
+        XCTAssertEqual(grid, ExampleGrid.make(clean: clean, poisoned: poisoned.images,
+                                              indices: ExampleGrid.sampleIndices(poisoned.poisonedIndices)))
+        XCTAssertEqual(grid.width, 2 + 8 * 98)
+    }
 }
+

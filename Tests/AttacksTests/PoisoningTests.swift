@@ -115,4 +115,20 @@ final class PoisoningTests: XCTestCase {
         XCTAssertEqual(benign.images, clean)
         XCTAssertEqual(benign.poisonedIndices, [])
     }
+
+    func testRealCIFARAttackerSplitCountsAndTestSet() throws {
+        guard let data = try SharedData.directory() else { throw XCTSkip("shared data not present") }
+        let dataset = try CIFAR10.load(directory: data + "/cifar10")
+        let permutation = try Permutation.read(path: data + "/anp/cifar_shuffle.txt")
+        let attacker = dataset.train.subset(DataSplit(permutation: permutation, valFrac: 0.1).attacker)
+        XCTAssertEqual(attacker.count, 45_000)
+        let candidates = attacker.labels.filter { $0 != 0 }.count
+        let poisoned = try Poisoning.trainingSet(attacker, trigger: try .checkerboard1Corner(), target: 0, rate: 0.1, seed: 0)
+        XCTAssertEqual(poisoned.poisonedIndices.count, candidates / 10)
+        XCTAssertEqual(poisoned.images.labels.filter { $0 == 0 }.count, attacker.labels.filter { $0 == 0 }.count + candidates / 10)
+        // The test set has 1,000 images per class: the ASR set is the 9,000 non-target ones.
+        let asrSet = try Poisoning.testSet(dataset.test, trigger: try .checkerboard1Corner(), target: 0)
+        XCTAssertEqual(asrSet.count, 9_000)
+        XCTAssertEqual(Set(asrSet.labels), [0])
+    }
 }

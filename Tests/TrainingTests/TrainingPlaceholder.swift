@@ -1,3 +1,0 @@
-import XCTest
-
-// Tests of the Training module land in this folder.
