@@ -243,9 +243,10 @@ final class Experiment {
                 let done = record.epoch - first + 1
                 let elapsed = Date().timeIntervalSince(start)
                 let eta = elapsed / Double(done) * Double(settings.epochs - record.epoch)
-                log.say(String(format: "%@/%@: epoch %d/%d, clean accuracy %.2f%%, ASR %.2f%%, elapsed %@, eta %@",
+                let asr = info == nil ? "" : String(format: ", ASR %.2f%%", 100 * record.poisonAcc)
+                log.say(String(format: "%@/%@: epoch %d/%d, clean accuracy %.2f%%%@, elapsed %@, eta %@",
                                attack.rawValue, folderName, record.epoch, settings.epochs, 100 * record.cleanAcc,
-                               100 * record.poisonAcc, ProgressBar.clock(elapsed), ProgressBar.clock(eta)))
+                               asr, ProgressBar.clock(elapsed), ProgressBar.clock(eta)))
                 if record.epoch == interruptAfterEpoch { throw Interrupted() }
             }
             try trainer.run(resume: continuing)
