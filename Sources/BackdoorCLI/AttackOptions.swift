@@ -48,13 +48,23 @@ struct ExperimentData {
                         seed: UInt64, outputDirectory: String, quiet: Bool) throws -> ExperimentData {
         let dataset = try data.load()
         let split = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDirectory, seed: seed)
-        let attacker = DataSplit(permutation: split.permutation, valFrac: valFrac).attacker
-        var test = dataset.test
-        if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
-
         let settings = attack.settings(seed: seed)
         let (info, note) = try settings.triggerInfo()
         if let note, !quiet { print("note: \(note)") }
+        let prepared = try make(dataset: dataset, permutation: split.permutation, settings: settings, triggerInfo: info,
+                                valFrac: valFrac, trainLimit: trainLimit, testLimit: testLimit)
+        if let info { try info.write(path: outputDirectory + "/" + TriggerInfo.fileName) }
+        return prepared
+    }
+
+    /// The experiment's images from a loaded dataset and split (no files written): the attacker's
+    /// split (after the first `valFrac` of the permutation) poisoned by `settings`, limited to
+    /// `trainLimit` images, and the first `testLimit` test images with their triggered twins.
+    static func make(dataset: CIFAR10.DataSet, permutation: [Int], settings: AttackSettings, triggerInfo info: TriggerInfo?,
+                     valFrac: Double, trainLimit: Int?, testLimit: Int?) throws -> ExperimentData {
+        let attacker = DataSplit(permutation: permutation, valFrac: valFrac).attacker
+        var test = dataset.test
+        if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
         // Clean-label folders hold the whole attacker split; other attacks poison the limited set.
         let limitFirst = settings.poisonType != .cleanLabel
         let attackerSet = dataset.train.subset(limitFirst ? Array(attacker.prefix(trainLimit ?? attacker.count)) : attacker)
@@ -63,14 +73,8 @@ struct ExperimentData {
             let kept = Array(0..<trainLimit)
             poisoned = PoisonedTrainingSet(images: poisoned.images.subset(kept), isPoisoned: kept.map { poisoned.isPoisoned[$0] })
         }
-        var poisonTest: ImageSet?
-        if let info {
-            poisonTest = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
-            try info.write(path: outputDirectory + "/" + TriggerInfo.fileName)
-        }
-        let train = poisoned.images
-        let poisonedCount = poisoned.poisonedIndices.count
-        return ExperimentData(train: train, cleanTest: test, poisonTest: poisonTest, poisonedCount: poisonedCount,
-                              triggerInfo: info)
+        let poisonTest = try info.map { try Poisoning.testSet(test, trigger: $0.trigger, target: $0.target) }
+        return ExperimentData(train: poisoned.images, cleanTest: test, poisonTest: poisonTest,
+                              poisonedCount: poisoned.poisonedIndices.count, triggerInfo: info)
     }
 }

@@ -15,7 +15,28 @@ public struct TrainingConfig: Codable, Equatable {
     public var weightDecay: Float = 5e-4
     public var width = 64
     public var seed: UInt64 = 0
+    /// The reference's random crop and flip; off trades accuracy for a faster backdoor (a corner
+    /// trigger is often cropped away), for CPU-sized runs.
+    public var augment = true
     public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case epochs, batchSize, learningRate, milestones, momentum, weightDecay, width, seed, augment
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        epochs = try c.decode(Int.self, forKey: .epochs)
+        batchSize = try c.decode(Int.self, forKey: .batchSize)
+        learningRate = try c.decode(Float.self, forKey: .learningRate)
+        milestones = try c.decode([Int].self, forKey: .milestones)
+        momentum = try c.decode(Float.self, forKey: .momentum)
+        weightDecay = try c.decode(Float.self, forKey: .weightDecay)
+        width = try c.decode(Int.self, forKey: .width)
+        seed = try c.decode(UInt64.self, forKey: .seed)
+        // Resume states written before the flag existed were augmented.
+        augment = try c.decodeIfPresent(Bool.self, forKey: .augment) ?? true
+    }
 }
 
 /// One row of the per-epoch log (the reference's columns).
@@ -58,8 +79,9 @@ public final class Trainer {
     public let outputDirectory: String
     public var quiet = false
     public var checkpointMetadata: [String: String] = [:]
-    /// Called after each epoch (for progress in a larger pipeline).
-    public var onEpoch: ((EpochRecord) -> Void)?
+    /// Called after each epoch's checkpoint (for progress in a larger pipeline); an error thrown
+    /// here stops training as an interruption would, leaving a resumable state.
+    public var onEpoch: ((EpochRecord) throws -> Void)?
 
     public var modelPath: String { outputDirectory + "/model_last.safetensors" }
     var resumePath: String { outputDirectory + "/resume_state.safetensors" }
@@ -94,7 +116,8 @@ public final class Trainer {
         for record in records { say(record.line) }
 
         let schedule = MultiStepSchedule(baseLearningRate: config.learningRate, milestones: config.milestones)
-        let loader = BatchLoader.training(trainSet, batchSize: config.batchSize, seed: config.seed)
+        let loader = BatchLoader(images: trainSet, batchSize: config.batchSize, shuffle: true, augment: config.augment,
+                                 seed: config.seed)
         for epoch in startEpoch..<config.epochs {
             let start = Date()
             let lr = schedule.learningRate(epoch: epoch)
@@ -130,7 +153,7 @@ public final class Trainer {
             logText += record.line + "\n"
             try AtomicFile.write(logText, to: outputDirectory + "/train_log.txt")
             say(record.line)
-            onEpoch?(record)
+            try onEpoch?(record)
         }
         return records
     }

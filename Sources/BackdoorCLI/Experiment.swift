@@ -1,0 +1,321 @@
+import Attacks
+import Datasets
+import Defenses
+import Foundation
+import Formats
+import NN
+import Reports
+import Support
+import Training
+
+/// The numbers summary.json holds per attack.
+struct AttackOutcome: Equatable {
+    var cleanAccuracyBefore, asrBefore, cleanAccuracyAfter, asrAfter: Double
+    var threshold: Double
+    var prunedNeurons: Int
+    var seconds: Double
+
+    var json: [String: Any] {
+        ["clean_acc_before": cleanAccuracyBefore, "asr_before": asrBefore, "clean_acc_after": cleanAccuracyAfter,
+         "asr_after": asrAfter, "threshold": threshold, "pruned_neurons": prunedNeurons, "seconds": seconds]
+    }
+}
+
+/// `backdoor run` and `backdoor sweep`: the stages of each attack in their folders of `root`
+/// (see docs/run-folder.md), resumable stage by stage.
+final class Experiment {
+    let settings: ExperimentSettings
+    let root: String
+    let resume: Bool
+    let log: RunLog
+    let dataset: CIFAR10.DataSet
+    let permutation: [Int]
+    let splitSource: String
+    /// Stage folders that ran (not skipped) in this process, in order (for tests and the log).
+    private(set) var ranStages: [String] = []
+
+    /// Per attack: whether an earlier stage ran in this process (then every later one runs too).
+    var upstreamRan = false
+    private var attackSeconds = 0.0
+
+    init(settings: ExperimentSettings, root: String, dataDirectory: String?, splitFile: String?, resume: Bool,
+         quiet: Bool) throws {
+        self.settings = settings
+        self.root = root
+        self.resume = resume
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        log = try RunLog(directory: root, quiet: quiet, append: resume)
+        dataset = try DataDirectory.load(flag: dataDirectory)
+        (permutation, splitSource) = try Permutation.resolve(splitFile: splitFile, outputDirectory: root, seed: settings.seed,
+                                                             count: dataset.train.count)
+    }
+
+    var quiet: Bool { log.quiet }
+
+    // MARK: The pipeline
+
+    /// Runs every attack, writes summary.json after each (keeping other attacks of an earlier
+    /// summary when resuming) and the report at the end.
+    @discardableResult
+    func run(attacks: [PoisonType]) throws -> [PoisonType: AttackOutcome] {
+        var summary = readSummary()
+        var outcomes: [PoisonType: AttackOutcome] = [:]
+        for attack in attacks {
+            let outcome = try runAttack(attack)
+            outcomes[attack] = outcome
+            summary[attack.rawValue] = outcome.json
+            try writeSummary(summary)
+        }
+        try writeReport()
+        return outcomes
+    }
+
+    func runAttack(_ attack: PoisonType) throws -> AttackOutcome {
+        log.say("== \(attack.rawValue): \(settings.preset.rawValue) preset, ResNet-18 width \(settings.width), run folder \(root)")
+        let model = try trainedModel(attack)
+        let evaluation = try evaluate(attack, upstream: model)
+        let anp = try optimizeMasks(attack, folderName: "anp", alpha: settings.anpAlpha, upstream: evaluation.stage)
+        let pruned = try prune(attack, anp: anp)
+        let outcome = AttackOutcome(cleanAccuracyBefore: evaluation.cleanAccuracy, asrBefore: evaluation.asr,
+                                    cleanAccuracyAfter: pruned.cleanAccuracy, asrAfter: pruned.asr,
+                                    threshold: settings.threshold, prunedNeurons: pruned.prunedNeurons,
+                                    seconds: attackSeconds)
+        log.say(String(format: "== %@: clean accuracy %.2f%% -> %.2f%%, ASR %.2f%% -> %.2f%% (threshold %g, %d neurons pruned), %@",
+                       attack.rawValue, 100 * outcome.cleanAccuracyBefore, 100 * outcome.cleanAccuracyAfter,
+                       100 * outcome.asrBefore, 100 * outcome.asrAfter, outcome.threshold, outcome.prunedNeurons,
+                       ProgressBar.clock(outcome.seconds)))
+        try log.event(["event": "attack_done", "attack": attack.rawValue].merging(outcome.json) { $1 })
+        return outcome
+    }
+
+    /// The stages up to the backdoored model: (clean model and PGD for clean-label,) poisoning, training.
+    func trainedModel(_ attack: PoisonType) throws -> TrainedModel {
+        upstreamRan = false
+        attackSeconds = 0
+        var upstream: StageFolder?
+        if attack == .cleanLabel {
+            upstream = try train(attack, folderName: "clean", poisonType: .benign, upstream: nil).stage
+        }
+        let poison = try poison(attack, upstream: upstream)
+        return try train(attack, folderName: "train", poisonType: attack, upstream: poison)
+    }
+
+    // MARK: Stages
+
+    /// Runs `body` in the stage folder unless the plan skips it; adds its seconds to the attack's.
+    func stage(_ attack: String, _ name: String, config: [String: Any], upstream: StageFolder?,
+                       outputs: [String], body: (StageFolder, _ continuing: Bool) throws -> Void) throws -> StageFolder {
+        var config = config
+        config["stage"] = name
+        if let upstream { config["input"] = upstream.config }
+        let folder = try StageFolder(path: (root as NSString).appendingPathComponent("\(attack)/\(name)"), config: config)
+        let plan = folder.plan(resume: resume, upstreamRan: upstreamRan, outputs: outputs)
+        if case .skip(let seconds) = plan {
+            log.say("\(attack)/\(name): done earlier with the same configuration, skipped")
+            try log.event(["event": "stage_skipped", "attack": attack, "stage": name])
+            attackSeconds += seconds
+            return folder
+        }
+        log.say("\(attack)/\(name): " + (plan == .continue ? "continuing" : "running"))
+        try log.event(["event": "stage_started", "attack": attack, "stage": name, "continuing": plan == .continue])
+        try folder.begin(plan)
+        let start = Date()
+        try body(folder, plan == .continue)
+        let seconds = Date().timeIntervalSince(start)
+        try folder.finish(seconds: seconds)
+        upstreamRan = true
+        attackSeconds += seconds
+        ranStages.append("\(attack)/\(name)")
+        log.say("\(attack)/\(name): finished in \(ProgressBar.clock(seconds))")
+        try log.event(["event": "stage_finished", "attack": attack, "stage": name, "seconds": seconds])
+        return folder
+    }
+
+    private func attackSettings(_ poisonType: PoisonType, cleanLabelDirectory: String? = nil) -> AttackSettings {
+        AttackSettings(poisonType: poisonType, target: settings.target, rate: settings.poisonRate,
+                       patternPath: poisonType == .blend ? settings.triggerPattern : nil,
+                       cleanLabelDirectory: cleanLabelDirectory, seed: settings.seed)
+    }
+
+    private var dataConfig: [String: Any] {
+        ["split": splitSource, "val_frac": settings.valFrac, "train_limit": settings.trainLimit ?? NSNull(),
+         "test_limit": settings.testLimit ?? NSNull()]
+    }
+
+    /// BadNets and Blend: the trigger, the poisoned-image count and an examples grid (the training
+    /// stage poisons the same images again from the seed). Clean-label: PGD against the clean model,
+    /// writing the poisoned attacker split as numpy arrays.
+    private func poison(_ attack: PoisonType, upstream: StageFolder?) throws -> StageFolder {
+        var config: [String: Any] = ["attack": attack.rawValue, "poison_target": settings.target,
+                                     "poison_rate": settings.poisonRate, "seed": settings.seed, "data": dataConfig,
+                                     "trigger_pattern": (attack == .blend ? settings.triggerPattern : nil) ?? NSNull()]
+        let pgd = CleanLabelPGD(epsilon: Float(settings.pgdEpsilon), stepSize: Float(settings.pgdStep),
+                                iterations: settings.pgdIterations, restarts: settings.pgdRestarts)
+        if attack == .cleanLabel {
+            config["pgd"] = ["eps": settings.pgdEpsilon, "step": settings.pgdStep, "iterations": settings.pgdIterations,
+                             "restarts": settings.pgdRestarts]
+        }
+        let outputs = [TriggerInfo.fileName, PoisonedSetFolder.examplesFile]
+            + (attack == .cleanLabel ? [PoisonedSetFolder.dataFile] : [])
+        return try stage(attack.rawValue, "poison", config: config, upstream: upstream, outputs: outputs) { folder, _ in
+            let attacker = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.valFrac).attacker)
+            if attack == .cleanLabel, let upstream {
+                let (model, _) = try Checkpoint.load(upstream.file("model_last.safetensors"))
+                let trigger = try Trigger.checkerboard4Corner()
+                let chosen = try CleanLabelAttack.chooseImages(labels: attacker.labels, target: settings.target,
+                                                               rate: settings.poisonRate, seed: settings.seed)
+                log.say("clean-label PGD on \(chosen.count) class-\(settings.target) images, \(settings.pgdIterations) iterations")
+                let progress = ProgressBar(total: pgd.stepCount(images: chosen.count), label: "PGD", quiet: quiet)
+                let poisoned = try CleanLabelAttack.poison(attacker, classifier: model, target: settings.target,
+                                                           rate: settings.poisonRate, trigger: trigger, pgd: pgd,
+                                                           seed: settings.seed, progress: progress)
+                progress.finish()
+                let info = try TriggerInfo(poisonType: attack.rawValue, trigger: trigger, target: settings.target)
+                try PoisonedSetFolder.export(poisoned, clean: attacker, triggerInfo: info, to: folder.path)
+                try writeJSON(["images": poisoned.count, "poisoned": poisoned.poisonedIndices.count], folder.file("poison.json"))
+                return
+            }
+            let attackSettings = attackSettings(attack)
+            let (info, note) = try attackSettings.triggerInfo()
+            if let note { log.say("note: \(note)") }
+            guard let info else { return }
+            let limited = dataset.train.subset(Array(DataSplit(permutation: permutation, valFrac: settings.valFrac)
+                .attacker.prefix(settings.trainLimit ?? attacker.count)))
+            let poisoned = try attackSettings.trainingSet(attackerSet: limited, triggerInfo: info)
+            try info.write(path: folder.file(TriggerInfo.fileName))
+            let grid = ExampleGrid.make(clean: limited, poisoned: poisoned.images,
+                                        indices: ExampleGrid.sampleIndices(poisoned.poisonedIndices))
+            try PNG.write(grid, path: folder.file(PoisonedSetFolder.examplesFile))
+            try writeJSON(["images": poisoned.count, "poisoned": poisoned.poisonedIndices.count], folder.file("poison.json"))
+            log.say("poisoned \(poisoned.poisonedIndices.count) of \(poisoned.count) training images")
+        }
+    }
+
+    struct TrainedModel {
+        var stage: StageFolder
+        var modelPath: String { stage.file("model_last.safetensors") }
+    }
+
+    /// Interrupts training after this epoch's checkpoint (tests use it as a kill would).
+    var interruptAfterEpoch: Int?
+    struct Interrupted: Error {}
+
+    private func train(_ attack: PoisonType, folderName: String, poisonType: PoisonType,
+                       upstream: StageFolder?) throws -> TrainedModel {
+        var trainingConfig = TrainingConfig()
+        trainingConfig.epochs = settings.epochs
+        trainingConfig.batchSize = settings.batchSize
+        trainingConfig.learningRate = Float(settings.learningRate)
+        trainingConfig.milestones = settings.milestones
+        trainingConfig.width = settings.width
+        trainingConfig.seed = settings.seed
+        trainingConfig.augment = settings.augment
+        let config: [String: Any] = [
+            "attack": poisonType.rawValue, "width": settings.width, "epochs": settings.epochs,
+            "batch_size": settings.batchSize, "lr": settings.learningRate, "milestones": settings.milestones,
+            "augment": settings.augment, "momentum": Double(trainingConfig.momentum), "weight_decay": Double(trainingConfig.weightDecay),
+            "seed": settings.seed, "data": dataConfig,
+        ]
+        let attackSettings = attackSettings(poisonType, cleanLabelDirectory: upstream?.path)
+        let info = try upstream.map { try TriggerInfo.read(path: $0.file(TriggerInfo.fileName)) }
+        let outputs = ["model_last.safetensors", "train_log.jsonl"] + (info == nil ? [] : ["samples.png"])
+        let folder = try stage(attack.rawValue, folderName, config: config, upstream: upstream, outputs: outputs) { folder, continuing in
+            let data = try ExperimentData.make(dataset: dataset, permutation: permutation, settings: attackSettings,
+                                               triggerInfo: info, valFrac: settings.valFrac, trainLimit: settings.trainLimit,
+                                               testLimit: settings.testLimit)
+            let trainer = try Trainer(config: trainingConfig, trainSet: data.train, cleanTest: data.cleanTest,
+                                      poisonTest: data.poisonTest, outputDirectory: folder.path)
+            trainer.quiet = quiet
+            trainer.checkpointMetadata = ["poison_type": poisonType.rawValue]
+            if let info {
+                try info.write(path: folder.file(TriggerInfo.fileName))
+                try PNG.write(Self.samples(clean: data.cleanTest, target: info.target, trigger: info.trigger),
+                              path: folder.file("samples.png"))
+            }
+            log.say("training width \(settings.width) (\(trainer.model.parameterCount) parameters) on \(data.train.count) images "
+                + "(\(data.poisonedCount) poisoned) for \(settings.epochs) epochs, \(DNNLThreads.describe())")
+            let start = Date()
+            var firstEpoch: Int?
+            trainer.onEpoch = { [self] record in
+                // Epochs restored from a resume state come back through the log, not here.
+                let first = firstEpoch ?? record.epoch
+                firstEpoch = first
+                let done = record.epoch - first + 1
+                let elapsed = Date().timeIntervalSince(start)
+                let eta = elapsed / Double(done) * Double(settings.epochs - record.epoch)
+                let asr = info == nil ? "" : String(format: ", ASR %.2f%%", 100 * record.poisonAcc)
+                log.say(String(format: "%@/%@: epoch %d/%d, clean accuracy %.2f%%%@, elapsed %@, eta %@",
+                               attack.rawValue, folderName, record.epoch, settings.epochs, 100 * record.cleanAcc,
+                               asr, ProgressBar.clock(elapsed), ProgressBar.clock(eta)))
+                if record.epoch == interruptAfterEpoch { throw Interrupted() }
+            }
+            try trainer.run(resume: continuing)
+        }
+        return TrainedModel(stage: folder)
+    }
+
+    /// Clean test images of non-target classes above the same images with the trigger.
+    static func samples(clean: ImageSet, target: Int, trigger: Trigger, count: Int = 8) -> Formats.PNGImage {
+        let indices = Array(clean.labels.indices.filter { clean.labels[$0] != target }.prefix(count))
+        let shown = clean.subset(indices)
+        var triggered = shown
+        trigger.apply(to: &triggered, at: Array(0..<shown.count))
+        return ExampleGrid.make(clean: shown, poisoned: triggered, indices: Array(0..<shown.count))
+    }
+
+    struct Evaluated {
+        var stage: StageFolder
+        var cleanAccuracy: Double
+        var asr: Double
+    }
+
+    /// The test images of the before/after numbers (all, unless --eval-limit).
+    var evaluationTest: ImageSet {
+        guard let limit = settings.evalLimit, limit < dataset.test.count else { return dataset.test }
+        return dataset.test.subset(Array(0..<limit))
+    }
+
+    /// The evaluation test set and its triggered twin for the trigger of a training stage.
+    func evaluationSets(trainFolder: String) throws -> (clean: ImageSet, poison: ImageSet) {
+        let info = try TriggerInfo.read(path: (trainFolder as NSString).appendingPathComponent(TriggerInfo.fileName))
+        let clean = evaluationTest
+        return (clean, try Poisoning.testSet(clean, trigger: info.trigger, target: info.target))
+    }
+
+    private func evaluate(_ attack: PoisonType, upstream trained: TrainedModel) throws -> Evaluated {
+        let folder = try stage(attack.rawValue, "eval", config: ["test_images": evaluationTest.count], upstream: trained.stage,
+                               outputs: ["result.json"]) { folder, _ in
+            let (model, _) = try Checkpoint.load(trained.modelPath)
+            let sets = try evaluationSets(trainFolder: trained.stage.path)
+            let progress = ProgressBar(total: sets.clean.count + sets.poison.count, label: "evaluation", quiet: quiet)
+            let metrics = try PruningMetrics.evaluate(model, clean: sets.clean, poison: sets.poison, progress: progress)
+            progress.finish()
+            try writeJSON(["clean_acc": metrics.cleanAccuracy, "clean_loss": metrics.cleanLoss, "asr": metrics.poisonAccuracy,
+                           "poison_loss": metrics.poisonLoss, "clean_images": sets.clean.count,
+                           "poison_images": sets.poison.count], folder.file("result.json"))
+        }
+        let result = try readJSON(folder.file("result.json"))
+        let evaluated = Evaluated(stage: folder, cleanAccuracy: try number(result, "clean_acc", folder.file("result.json")),
+                                  asr: try number(result, "asr", folder.file("result.json")))
+        log.say(String(format: "%@: backdoored model: clean accuracy %.2f%%, ASR %.2f%% (%d test images)",
+                       attack.rawValue, 100 * evaluated.cleanAccuracy, 100 * evaluated.asr, evaluationTest.count))
+        return evaluated
+    }
+}
+
+func writeJSON(_ object: [String: Any], _ path: String) throws {
+    try AtomicFile.write(try JSONOutput.string(object) + "\n", to: path)
+}
+
+func readJSON(_ path: String) throws -> [String: Any] {
+    guard let data = FileManager.default.contents(atPath: path) else { throw FileError(path, "cannot read") }
+    guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+        throw FileError(path, "is not a JSON object")
+    }
+    return object
+}
+
+func number(_ object: [String: Any], _ key: String, _ path: String) throws -> Double {
+    guard let value = object[key] as? NSNumber else { throw FileError(path, "lacks the number \"\(key)\"") }
+    return value.doubleValue
+}

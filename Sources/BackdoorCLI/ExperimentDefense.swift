@@ -1,0 +1,179 @@
+import Attacks
+import Datasets
+import Defenses
+import Foundation
+import Formats
+import NN
+import Reports
+import Support
+import Training
+
+extension Experiment {
+    func anpConfig(alpha: Double) -> ANPConfig {
+        var config = ANPConfig()
+        config.eps = Float(settings.anpEps)
+        config.steps = settings.anpSteps
+        config.alpha = Float(alpha)
+        config.learningRate = Float(settings.anpLearningRate)
+        config.iterations = settings.anpIterations
+        config.printEvery = settings.anpPrintEvery
+        config.batchSize = settings.anpBatchSize
+        config.seed = settings.seed
+        return config
+    }
+
+    /// ANP mask optimisation on the backdoored model (`RUN/<attack>/<folderName>/`): mask_values.txt,
+    /// anp_log.txt and anp_log.jsonl, and a state file so an interrupted stage continues.
+    func optimizeMasks(_ attack: PoisonType, folderName: String, alpha: Double, upstream: StageFolder,
+                       attackFolder: String? = nil) throws -> StageFolder {
+        let config = anpConfig(alpha: alpha)
+        let stageConfig: [String: Any] = [
+            "eps": settings.anpEps, "steps": settings.anpSteps, "alpha": alpha, "lr": settings.anpLearningRate,
+            "iterations": settings.anpIterations, "print_every": settings.anpPrintEvery,
+            "batch_size": settings.anpBatchSize, "seed": settings.seed, "defender_frac": settings.anpFrac,
+            "test_limit": settings.testLimit ?? NSNull(),
+        ]
+        let trainFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/train")
+        return try stage(attackFolder ?? attack.rawValue, folderName, config: stageConfig, upstream: upstream,
+                         outputs: [MaskFile.fileName, "anp_log.jsonl"]) { folder, continuing in
+            let (model, _) = try Checkpoint.load(trainFolder + "/model_last.safetensors")
+            let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName)
+            var test = dataset.test
+            if let limit = settings.testLimit, limit < test.count { test = test.subset(Array(0..<limit)) }
+            let defender = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.anpFrac).defender)
+            let data = ANPData(defender: defender, cleanTest: test,
+                               poisonTest: try Poisoning.testSet(test, trigger: info.trigger, target: info.target))
+            let statePath = folder.file(ANP.stateFileName)
+            // A continued run restarts from the state's iteration: drop log lines written after it.
+            let resumedAt = continuing ? Self.stateIteration(statePath) : 0
+            let jsonPath = folder.file("anp_log.jsonl"), textPath = folder.file("anp_log.txt")
+            let kept = resumedAt > 0 ? try Self.logLines(jsonPath, upTo: resumedAt) : []
+            try AtomicFile.write(kept.map { $0 + "\n" }.joined(), to: jsonPath)
+            let jsonLog = try JSONLinesWriter(path: jsonPath, truncate: false)
+            let textLog = try AppendingTextLog(path: textPath, truncate: resumedAt == 0)
+            let header = "ANP on \(trainFolder)/model_last.safetensors: \(defender.count) defender images, eps \(settings.anpEps), "
+                + "alpha \(alpha), \(settings.anpIterations) iterations" + (resumedAt > 0 ? ", resuming at \(resumedAt)" : "")
+            log.say(header)
+            textLog.append(header)
+            textLog.append(ANPLogEntry.header)
+            let progress = ProgressBar(total: config.iterations, label: "anp", quiet: quiet)
+            let start = Date()
+            let result = try ANP.optimizeMasks(model: model, data: data, config: config, statePath: statePath,
+                                               resume: continuing, evaluationBatchSize: 256, progress: progress) { entry in
+                var json = entry.json
+                json["time"] = entry.seconds  // the run-folder name of the column
+                try jsonLog.append(json)
+                textLog.append(entry.line)
+                let done = entry.iteration - resumedAt
+                let eta = Date().timeIntervalSince(start) / Double(max(done, 1)) * Double(config.iterations - entry.iteration)
+                if !quiet { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+                log.say(String(format: "%@/%@: iteration %d/%d, clean accuracy %.2f%%, ASR %.2f%%, eta %@",
+                               attack.rawValue, folderName, entry.iteration, config.iterations, 100 * entry.cleanAccuracy,
+                               100 * (entry.poisonAccuracy ?? 0), ProgressBar.clock(eta)))
+            }
+            progress.finish()
+            try MaskFile.write(result.scores, to: folder.file(MaskFile.fileName))
+        }
+    }
+
+    static func stateIteration(_ path: String) -> Int {
+        guard let file = try? SafeTensors.read(path: path) else { return 0 }
+        return file.metadata["iteration"].flatMap(Int.init) ?? 0
+    }
+
+    static func logLines(_ path: String, upTo iteration: Int) throws -> [String] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init).filter { line in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let at = object["iteration"] as? Int else { return false }
+            return at <= iteration
+        }
+    }
+
+    struct Pruned {
+        var cleanAccuracy: Double
+        var asr: Double
+        var prunedNeurons: Int
+    }
+
+    /// The pruning sweeps (by threshold and by number, on the --test-limit images) and the model
+    /// pruned at the chosen threshold (on the evaluation test set, as the evaluation stage).
+    func prune(_ attack: PoisonType, anp: StageFolder) throws -> Pruned {
+        let trainFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/train")
+        let config: [String: Any] = ["threshold": settings.threshold, "pruning_max": settings.pruningMax,
+                                     "pruning_step": settings.pruningStep, "number_rows": Self.numberRows,
+                                     "sweep_test_limit": settings.testLimit ?? NSNull(), "test_images": evaluationTest.count]
+        let outputs = [Pruning.Mode.threshold.fileName, Pruning.Mode.number.fileName, "result.json"]
+        let folder = try stage(attack.rawValue, "prune", config: config, upstream: anp, outputs: outputs) { folder, _ in
+            let modelPath = trainFolder + "/model_last.safetensors"
+            let scores = try MaskFile.read(path: anp.file(MaskFile.fileName))
+            let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName)
+            let sets = try evaluationSets(trainFolder: trainFolder)
+            let evaluate = { (model: ResNet18) in try PruningMetrics.evaluate(model, clean: sets.clean, poison: sets.poison) }
+            // The sweeps evaluate dozens of models: on the --test-limit subset; the chosen
+            // threshold on the whole test set.
+            let sweepTest = settings.testLimit.map { dataset.test.subset(Array(0..<min($0, dataset.test.count))) } ?? dataset.test
+            let sweepPoison = try Poisoning.testSet(sweepTest, trigger: info.trigger, target: info.target)
+            let evaluateSweep = { (model: ResNet18) in
+                try PruningMetrics.evaluate(model, clean: sweepTest, poison: sweepPoison)
+            }
+            let thresholds = Pruning.thresholds(max: settings.pruningMax, step: settings.pruningStep)
+            let perNumberRow = Double(max(1, scores.count / 2 / Self.numberRows))
+            let numberMax = perNumberRow * Double(Self.numberRows)
+            let progress = ProgressBar(total: thresholds.count + Self.numberRows + 2, label: "pruning", quiet: quiet)
+            let rowLog = try JSONLinesWriter(path: folder.file("pruning_log.jsonl"), truncate: true)
+            for (mode, max, step) in [(Pruning.Mode.threshold, settings.pruningMax, settings.pruningStep),
+                                      (.number, numberMax, perNumberRow)] {
+                let (model, _) = try Checkpoint.load(modelPath)
+                let rows = try Pruning.sweep(model, scores: scores, mode: mode, max: max, step: step, evaluate: evaluateSweep) { row in
+                    progress.advance()
+                    try rowLog.append(["sweep": mode.rawValue, "pruned": row.pruned, "mask": row.mask,
+                                       "poison_acc": row.metrics.poisonAccuracy, "clean_acc": row.metrics.cleanAccuracy,
+                                       "poison_loss": row.metrics.poisonLoss, "clean_loss": row.metrics.cleanLoss])
+                }
+                try AtomicFile.write(Pruning.sweepText(rows, mode: mode), to: folder.file(mode.fileName))
+            }
+            let (model, _) = try Checkpoint.load(modelPath)
+            let chosen = Pruning.neurons(scores, atOrBelow: settings.threshold)
+            try Pruning.prune(model, neurons: chosen)
+            let after = try evaluate(model)
+            progress.finish()
+            try Checkpoint.save(model, to: folder.file("model_pruned.safetensors"), extraMetadata: [
+                "anp_threshold": "\(settings.threshold)", "anp_pruned_neurons": "\(chosen.count)",
+            ])
+            try writeJSON(["threshold": settings.threshold, "pruned_neurons": chosen.count, "total_neurons": scores.count,
+                           "clean_acc": after.cleanAccuracy, "asr": after.poisonAccuracy, "clean_loss": after.cleanLoss,
+                           "poison_loss": after.poisonLoss], folder.file("result.json"))
+        }
+        let path = folder.file("result.json")
+        let result = try readJSON(path)
+        guard let pruned = result["pruned_neurons"] as? Int else { throw FileError(path, "lacks \"pruned_neurons\"") }
+        return Pruned(cleanAccuracy: try number(result, "clean_acc", path), asr: try number(result, "asr", path),
+                      prunedNeurons: pruned)
+    }
+
+    /// Rows of the by-number sweep (up to half of all neurons).
+    static let numberRows = 10
+
+    // MARK: Summary and report
+
+    var summaryPath: String { (root as NSString).appendingPathComponent("summary.json") }
+
+    /// Attacks of an earlier summary.json of this folder (kept when a run adds other attacks).
+    func readSummary() -> [String: Any] {
+        guard resume, let object = try? readJSON(summaryPath), let attacks = object["attacks"] as? [String: Any] else {
+            return [:]
+        }
+        return attacks
+    }
+
+    func writeSummary(_ attacks: [String: Any]) throws {
+        try writeJSON(["attacks": attacks, "preset": settings.preset.rawValue, "config": settings.json], summaryPath)
+    }
+
+    func writeReport() throws {
+        let written = try ReportBuilder.write(runDirectory: root)
+        log.say("report: \(written.htmlPath) and \(written.markdownPath)")
+        for problem in written.problems { log.say("report note: \(problem)") }
+    }
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Attacks
+import Defenses
+import DNNL
+import Foundation
+import NN
+import Support
+
+/// `backdoor sweep`: the homework's questions on one backdoored model: ANP with several alphas,
+/// pruning at several thresholds.
+struct SweepCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sweep",
+        abstract: "ANP with several --alphas and pruning at several --thresholds on one backdoored model; writes sweep/sweep.json.",
+        discussion: """
+            Uses (or first makes, as `backdoor run` would) the backdoored model of --attack in --output-dir: \
+            stages finished there with the same settings are reused. Runs ANP once per alpha \
+            (sweep/alpha-A/), prunes at every threshold, evaluates on the whole test set, writes \
+            sweep/sweep.json and rebuilds the report with the sweep section.
+            """)
+
+    @OptionGroup var options: ExperimentOptions
+    @Option(help: "The backdoored model to sweep: badnets, blend or clean-label.") var attack = "badnets"
+    @Option(help: "ANP alphas, comma-separated.") var alphas = "0.0,0.2,0.5,0.8,1.0"
+    @Option(help: "Pruning thresholds, comma-separated.") var thresholds = "0.05,0.1,0.2,0.3,0.5,0.7"
+
+    static func parseNumbers(_ text: String, flag: String, range: ClosedRange<Double>) throws -> [Double] {
+        let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !parts.isEmpty else { throw ValidationError("--\(flag) is empty; expected comma-separated numbers") }
+        return try parts.map { part in
+            guard let value = Double(part), range.contains(value) else {
+                throw ValidationError("--\(flag): \"\(part)\" is not a number in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return value
+        }
+    }
+
+    func validate() throws {
+        guard try PoisonType.parseList(attack).count == 1 else { throw ValidationError("--attack takes one attack") }
+        _ = try Self.parseNumbers(alphas, flag: "alphas", range: 0...1)
+        _ = try Self.parseNumbers(thresholds, flag: "thresholds", range: 0...1)
+    }
+
+    func run() throws {
+        Runtime.setThreads(options.threads ?? Runtime.availableCores)
+        // The model's stages are reused whenever they match, so a sweep never retrains needlessly.
+        let experiment = try Experiment(settings: try options.settings(), root: options.outputDir,
+                                        dataDirectory: options.dataDir, splitFile: options.splitFile,
+                                        resume: true, quiet: options.quiet)
+        try experiment.sweep(attack: try PoisonType.parseList(attack)[0],
+                             alphas: try Self.parseNumbers(alphas, flag: "alphas", range: 0...1),
+                             thresholds: try Self.parseNumbers(thresholds, flag: "thresholds", range: 0...1))
+    }
+}
+
+extension Experiment {
+    /// One ANP stage per alpha under `RUN/sweep/`, pruning at each threshold; writes sweep/sweep.json
+    /// and the report.
+    func sweep(attack: PoisonType, alphas: [Double], thresholds: [Double]) throws {
+        let model = try trainedModel(attack)
+        let trainFolder = model.stage
+        let sets = try evaluationSets(trainFolder: trainFolder.path)
+        var rows: [[String: Any]] = []
+        let modelRan = upstreamRan
+        for alpha in alphas {
+            upstreamRan = modelRan  // the alpha stages are siblings: one running does not rerun the next
+            let anp = try optimizeMasks(attack, folderName: "alpha-\(alpha)", alpha: alpha, upstream: trainFolder,
+                                        attackFolder: "sweep")
+            let scores = try MaskFile.read(path: anp.file(MaskFile.fileName))
+            for threshold in thresholds {
+                let (pruned, _) = try Checkpoint.load(model.modelPath)
+                let chosen = Pruning.neurons(scores, atOrBelow: threshold)
+                try Pruning.prune(pruned, neurons: chosen)
+                let metrics = try PruningMetrics.evaluate(pruned, clean: sets.clean, poison: sets.poison)
+                log.say(String(format: "alpha %g, threshold %g: %d neurons pruned, clean accuracy %.2f%%, ASR %.2f%%",
+                               alpha, threshold, chosen.count, 100 * metrics.cleanAccuracy, 100 * metrics.poisonAccuracy))
+                rows.append(["anp_alpha": alpha, "threshold": threshold, "pruned_neurons": chosen.count,
+                             "clean_acc": metrics.cleanAccuracy, "asr": metrics.poisonAccuracy])
+            }
+        }
+        try writeJSON(["attack": attack.rawValue, "rows": rows],
+                      (root as NSString).appendingPathComponent("sweep/sweep.json"))
+        try writeReport()
+    }
+}

@@ -1,0 +1,207 @@
+import Foundation
+import Support
+import XCTest
+@testable import BackdoorCLI
+
+/// `backdoor run` end to end on real CIFAR-10 at toy size (width 16: oneDNN trains narrower
+/// networks far slower here; a few hundred images, 2 epochs, 4 ANP iterations, 200 test images).
+final class RunCommandTests: XCTestCase {
+    static let tinyFlags = ["--width", "16", "--epochs", "2", "--milestones", "1", "--train-limit", "256",
+                            "--test-limit", "100", "--eval-limit", "200", "--anp-iters", "4", "--anp-print-every", "2",
+                            "--threads", "2", "--quiet"]
+
+    private func dataDirectory() throws -> String {
+        guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
+        return shared + "/cifar10"
+    }
+
+    private func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "run-command-tests-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    private func experiment(_ root: String, data: String, extra: [String] = [], resume: Bool = false) throws -> Experiment {
+        let options = try RunCommand.parse(["--output-dir", root, "--data-dir", data] + Self.tinyFlags + extra
+            + (resume ? ["--resume"] : [])).options
+        return try Experiment(settings: try options.settings(), root: root, dataDirectory: data, splitFile: nil,
+                              resume: resume, quiet: true)
+    }
+
+    private func json(_ path: String) throws -> [String: Any] {
+        try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any],
+                      path)
+    }
+
+    private func lastJSONLine(_ path: String) throws -> [String: Any] {
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(XCTUnwrap(lines.last).utf8)) as? [String: Any])
+    }
+
+    private func text(_ path: String) throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
+
+    func testOneAttackEndToEndWritesStagesSummaryAndAConsistentReport() throws {
+        let data = try dataDirectory()
+        let root = try temporaryDirectory() + "/run"
+        try RunCommand.parse(["--output-dir", root, "--data-dir", data, "--attacks", "badnets"] + Self.tinyFlags).run()
+
+        let attack = root + "/badnets"
+        let expected = [
+            "poison": ["trigger_info.safetensors", "examples.png", "poison.json"],
+            "train": ["model_last.safetensors", "train_log.jsonl", "train_log.txt", "samples.png", "trigger_info.safetensors"],
+            "eval": ["result.json"],
+            "anp": ["mask_values.txt", "anp_log.jsonl", "anp_log.txt"],
+            "prune": ["pruning_by_threshold.txt", "pruning_by_number.txt", "result.json", "model_pruned.safetensors"],
+        ]
+        for (stage, files) in expected {
+            for file in files + ["config.json", "done.json"] {
+                XCTAssertTrue(FileManager.default.fileExists(atPath: "\(attack)/\(stage)/\(file)"), "\(stage)/\(file)")
+            }
+        }
+        // Each configuration records what its stage ran with, and what it read from.
+        let trainConfig = try json(attack + "/train/config.json")
+        XCTAssertEqual(trainConfig["stage"] as? String, "train")
+        XCTAssertEqual(trainConfig["width"] as? Int, 16)
+        XCTAssertEqual(trainConfig["epochs"] as? Int, 2)
+        XCTAssertEqual((trainConfig["input"] as? [String: Any])?["stage"] as? String, "poison")
+        let anpConfig = try json(attack + "/anp/config.json")
+        XCTAssertEqual(anpConfig["iterations"] as? Int, 4)
+        XCTAssertEqual(anpConfig["alpha"] as? Double, 0.2)
+        XCTAssertEqual(try json(attack + "/prune/config.json")["threshold"] as? Double, 0.2)
+        XCTAssertEqual(try text(attack + "/train/train_log.jsonl").split(separator: "\n").count, 2)
+        XCTAssertEqual(try lastJSONLine(attack + "/anp/anp_log.jsonl")["iteration"] as? Int, 4)
+        XCTAssertEqual(try text(attack + "/anp/mask_values.txt").split(separator: "\n").count, 1 + 75 * 16,
+                       "a header and one line per BN neuron")
+
+        // summary.json: all seven numbers, equal to the stage results they come from.
+        let summary = try json(root + "/summary.json")
+        XCTAssertEqual(summary["preset"] as? String, "quick")
+        let badnets = try XCTUnwrap((summary["attacks"] as? [String: Any])?["badnets"] as? [String: Any])
+        let evaluation = try json(attack + "/eval/result.json")
+        let pruned = try json(attack + "/prune/result.json")
+        XCTAssertEqual(badnets["clean_acc_before"] as? Double, evaluation["clean_acc"] as? Double)
+        XCTAssertEqual(badnets["asr_before"] as? Double, evaluation["asr"] as? Double)
+        XCTAssertEqual(badnets["clean_acc_after"] as? Double, pruned["clean_acc"] as? Double)
+        XCTAssertEqual(badnets["asr_after"] as? Double, pruned["asr"] as? Double)
+        XCTAssertEqual(badnets["threshold"] as? Double, 0.2)
+        XCTAssertEqual(badnets["pruned_neurons"] as? Int, pruned["pruned_neurons"] as? Int)
+        let masks = try text(attack + "/anp/mask_values.txt").split(separator: "\n").dropFirst()
+            .compactMap { $0.split(whereSeparator: \.isWhitespace).last.flatMap { Double($0) } }
+        XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= 0.2 }.count,
+                       "the chosen threshold prunes exactly the neurons whose mask is <= 0.2")
+        let seconds = try XCTUnwrap(badnets["seconds"] as? Double)
+        let stageSeconds = try expected.keys.map { try XCTUnwrap(json("\(attack)/\($0)/done.json")["seconds"] as? Double) }
+        XCTAssertEqual(seconds, stageSeconds.reduce(0, +), accuracy: 1e-6)
+        // The before/after numbers are on --eval-limit images (200, of which the non-target ones carry the trigger).
+        XCTAssertEqual(evaluation["clean_images"] as? Int, 200)
+
+        // The report shows the summary's numbers, and the last epoch's per-epoch numbers.
+        let markdown = try text(root + "/report.md")
+        for key in ["clean_acc_before", "asr_before", "clean_acc_after", "asr_after"] {
+            let value = try XCTUnwrap(badnets[key] as? Double)
+            XCTAssertTrue(markdown.contains(String(format: "%.2f%%", 100 * value)), "report.md lacks \(key) \(value)")
+        }
+        let lastEpoch = try lastJSONLine(attack + "/train/train_log.jsonl")
+        let lastClean = try XCTUnwrap(lastEpoch["clean_acc"] as? Double)
+        XCTAssertTrue(markdown.contains(String(format: "%.2f%%", 100 * lastClean)), "report.md lacks the last epoch's accuracy")
+        let html = try text(root + "/report.html")
+        for anchor in ["summary", "training", "samples", "masks", "pruning", "configuration", "timings"] {
+            XCTAssertTrue(html.contains("id=\"\(anchor)\""), anchor)
+        }
+        XCTAssertFalse(markdown.contains("Missing: badnets"), "every stage file the report reads exists:\n\(markdown)")
+    }
+
+    /// An interruption right after epoch 1's checkpoint (what a kill then leaves behind), then
+    /// `--resume`, ends where an uninterrupted run with the same seed ends. Changing a setting
+    /// reruns its stage and every later one; the others are skipped.
+    func testResumeAfterAnInterruptionMatchesAnUninterruptedRunAndChangedConfigsRerun() throws {
+        let data = try dataDirectory()
+        let base = try temporaryDirectory()
+        let straight = try experiment(base + "/straight", data: data)
+        try straight.run(attacks: [.badnets])
+
+        let interrupted = try experiment(base + "/resumed", data: data)
+        interrupted.interruptAfterEpoch = 1
+        XCTAssertThrowsError(try interrupted.run(attacks: [.badnets])) { error in
+            XCTAssertTrue(error is Experiment.Interrupted, "\(error)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/resumed/badnets/train/done.json"))
+        XCTAssertEqual(try text(base + "/resumed/badnets/train/train_log.jsonl").split(separator: "\n").count, 1)
+        let resumed = try experiment(base + "/resumed", data: data, resume: true)
+        try resumed.run(attacks: [.badnets])
+        XCTAssertEqual(resumed.ranStages, ["badnets/train", "badnets/eval", "badnets/anp", "badnets/prune"],
+                       "poisoning finished before the interruption")
+
+        for file in ["badnets/train/train_log.txt", "badnets/anp/mask_values.txt", "badnets/prune/pruning_by_threshold.txt",
+                     "badnets/eval/result.json", "badnets/prune/result.json"] {
+            var expected = try text(base + "/straight/" + file)
+            var actual = try text(base + "/resumed/" + file)
+            if file.hasSuffix("train_log.txt") {  // the Time column differs
+                func dropTime(_ s: String) -> String {
+                    s.split(separator: "\n").map { $0.components(separatedBy: " \t ").enumerated()
+                        .filter { $0.offset != 2 }.map(\.element).joined(separator: " \t ") }.joined(separator: "\n")
+                }
+                (expected, actual) = (dropTime(expected), dropTime(actual))
+            }
+            XCTAssertEqual(actual, expected, file)
+        }
+        let summaries = try [base + "/straight", base + "/resumed"].map {
+            try XCTUnwrap((json($0 + "/summary.json")["attacks"] as? [String: Any])?["badnets"] as? [String: Any])
+        }
+        for key in ["clean_acc_before", "asr_before", "clean_acc_after", "asr_after", "pruned_neurons"] {
+            XCTAssertEqual(summaries[0][key] as? NSNumber, summaries[1][key] as? NSNumber, key)
+        }
+
+        // Same settings: everything is skipped. A new threshold: only pruning reruns. More ANP
+        // iterations: ANP and pruning rerun, training is kept.
+        let again = try experiment(base + "/resumed", data: data, resume: true)
+        try again.run(attacks: [.badnets])
+        XCTAssertEqual(again.ranStages, [])
+        let newThreshold = try experiment(base + "/resumed", data: data, extra: ["--threshold", "0.5"], resume: true)
+        try newThreshold.run(attacks: [.badnets])
+        XCTAssertEqual(newThreshold.ranStages, ["badnets/prune"])
+        XCTAssertEqual(try json(base + "/resumed/badnets/prune/result.json")["threshold"] as? Double, 0.5)
+        let trainedAt = try FileManager.default.attributesOfItem(atPath: base + "/resumed/badnets/train/model_last.safetensors")[.modificationDate] as? Date
+        let moreANP = try experiment(base + "/resumed", data: data, extra: ["--anp-iters", "6"], resume: true)
+        try moreANP.run(attacks: [.badnets])
+        XCTAssertEqual(moreANP.ranStages, ["badnets/anp", "badnets/prune"])
+        XCTAssertEqual(try lastJSONLine(base + "/resumed/badnets/anp/anp_log.jsonl")["iteration"] as? Int, 6)
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: base + "/resumed/badnets/train/model_last.safetensors")[.modificationDate] as? Date,
+                       trainedAt, "the model was not retrained")
+        // A first run runs all five stages.
+        XCTAssertEqual(straight.ranStages, ["badnets/poison", "badnets/train", "badnets/eval", "badnets/anp", "badnets/prune"])
+    }
+
+    func testBadFlagsAreRejectedNamingTheFlag() {
+        for (flags, message) in [(["--attacks", "badnets,trojan"], "unknown attack \"trojan\""),
+                                 (["--epochs", "0"], "--epochs must be at least 1"),
+                                 (["--anp-alpha", "1.5"], "--anp-alpha must be in [0, 1]"),
+                                 (["--preset", "huge"], "huge")] {
+            XCTAssertThrowsError(try RunCommand.parse(flags)) { error in
+                XCTAssertTrue(RunCommand.message(for: error).contains(message), "\(flags): \(RunCommand.message(for: error))")
+            }
+        }
+    }
+
+    func testPresetsHoldTheAssignmentAndFlagsOverrideThem() throws {
+        let homework = try RunCommand.parse(["--preset", "homework"]).options.settings()
+        XCTAssertEqual(homework.width, 64)
+        XCTAssertEqual(homework.epochs, 50)
+        XCTAssertEqual(homework.learningRate, 0.1)
+        XCTAssertEqual(homework.milestones, [30, 40])
+        XCTAssertEqual(homework.poisonRate, 0.1)
+        XCTAssertEqual(homework.target, 0)
+        XCTAssertEqual(homework.anpEps, 0.4)
+        XCTAssertEqual(homework.anpAlpha, 0.2)
+        XCTAssertEqual(homework.anpIterations, 2000)
+        XCTAssertEqual(homework.anpFrac, 0.01)
+        XCTAssertTrue(homework.augment)
+        XCTAssertNil(homework.trainLimit)
+        let quick = try RunCommand.parse(["--epochs", "7", "--anp-alpha", "0.5"]).options.settings()
+        XCTAssertEqual(quick.preset, .quick)
+        XCTAssertEqual(quick.epochs, 7)
+        XCTAssertEqual(quick.anpAlpha, 0.5)
+        XCTAssertEqual(quick.width, ExperimentSettings(preset: .quick).width)
+    }
+}
