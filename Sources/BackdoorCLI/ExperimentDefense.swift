@@ -50,7 +50,7 @@ extension Experiment {
             let kept = resumedAt > 0 ? try Self.logLines(jsonPath, upTo: resumedAt) : []
             try AtomicFile.write(kept.map { $0 + "\n" }.joined(), to: jsonPath)
             let jsonLog = try JSONLinesWriter(path: jsonPath, truncate: false)
-            let textLog = try AppendingTextLog(path: textPath, truncate: resumedAt == 0)
+            let textLog = try TextLogWriter(path: textPath, truncate: resumedAt == 0)
             let header = "ANP on \(trainFolder)/model_last.safetensors: \(defender.count) defender images, eps \(settings.anpEps), "
                 + "alpha \(alpha), \(settings.anpIterations) iterations" + (resumedAt > 0 ? ", resuming at \(resumedAt)" : "")
             log.say(header)

@@ -71,12 +71,12 @@ struct StageFolder {
 /// The run's own log: a human line on standard output (unless quiet) and in `run_log.txt`, and a
 /// JSON object per event in `run_log.jsonl`.
 final class RunLog {
-    private let text: AppendingTextLog
+    private let text: TextLogWriter
     private let json: JSONLinesWriter
     let quiet: Bool
 
     init(directory: String, quiet: Bool, append: Bool) throws {
-        text = try AppendingTextLog(path: (directory as NSString).appendingPathComponent("run_log.txt"), truncate: !append)
+        text = try TextLogWriter(path: (directory as NSString).appendingPathComponent("run_log.txt"), truncate: !append)
         json = try JSONLinesWriter(path: (directory as NSString).appendingPathComponent("run_log.jsonl"), truncate: !append)
         self.quiet = quiet
     }

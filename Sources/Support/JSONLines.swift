@@ -35,3 +35,23 @@ public enum JSONOutput {
         return String(decoding: data, as: UTF8.self)
     }
 }
+
+/// Appends human-readable lines to a log file (the text twin of `JSONLinesWriter`).
+public final class TextLogWriter {
+    private let handle: FileHandle
+
+    public init(path: String, truncate: Bool) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        if truncate || !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else { throw FileError(path, "cannot create the log file") }
+        }
+        guard let handle = FileHandle(forWritingAtPath: path) else { throw FileError(path, "cannot open the log file for appending") }
+        handle.seekToEndOfFile()
+        self.handle = handle
+    }
+
+    public func append(_ line: String) { handle.write(Data((line + "\n").utf8)) }
+
+    deinit { try? handle.close() }
+}
