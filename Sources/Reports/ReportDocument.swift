@@ -49,7 +49,7 @@ public struct ReportDocument {
     figure svg { max-width: 100%; height: auto; display: block; }
     figcaption, .caption { font-size: 13px; color: #555; }
     .note { background: #fff4e5; border-left: 4px solid #e69f00; padding: 6px 10px; font-size: 14px; }
-    img.samples { image-rendering: pixelated; border: 1px solid #ccc; max-width: 100%; }
+    img.samples { image-rendering: pixelated; border: 1px solid #ccc; max-width: 100%; height: auto; }
     pre { background: #f4f4f4; padding: 8px 12px; font-size: 12px; overflow-x: auto; }
     details { margin: 4px 0 12px; font-size: 14px; }
     """

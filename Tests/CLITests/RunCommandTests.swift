@@ -68,7 +68,7 @@ final class RunCommandTests: XCTestCase {
         let anpConfig = try json(attack + "/anp/config.json")
         XCTAssertEqual(anpConfig["iterations"] as? Int, 4)
         XCTAssertEqual(anpConfig["alpha"] as? Double, 0.2)
-        XCTAssertEqual(try json(attack + "/prune/config.json")["threshold"] as? Double, 0.2)
+        XCTAssertEqual(try json(attack + "/prune/config.json")["threshold"] as? Double, ExperimentSettings(preset: .quick).threshold)
         XCTAssertEqual(try text(attack + "/train/train_log.jsonl").split(separator: "\n").count, 2)
         XCTAssertEqual(try lastJSONLine(attack + "/anp/anp_log.jsonl")["iteration"] as? Int, 4)
         XCTAssertEqual(try text(attack + "/anp/mask_values.txt").split(separator: "\n").count, 1 + 75 * 16,
@@ -84,12 +84,12 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(badnets["asr_before"] as? Double, evaluation["asr"] as? Double)
         XCTAssertEqual(badnets["clean_acc_after"] as? Double, pruned["clean_acc"] as? Double)
         XCTAssertEqual(badnets["asr_after"] as? Double, pruned["asr"] as? Double)
-        XCTAssertEqual(badnets["threshold"] as? Double, 0.2)
+        XCTAssertEqual(badnets["threshold"] as? Double, ExperimentSettings(preset: .quick).threshold)
         XCTAssertEqual(badnets["pruned_neurons"] as? Int, pruned["pruned_neurons"] as? Int)
         let masks = try text(attack + "/anp/mask_values.txt").split(separator: "\n").dropFirst()
             .compactMap { $0.split(whereSeparator: \.isWhitespace).last.flatMap { Double($0) } }
-        XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= 0.2 }.count,
-                       "the chosen threshold prunes exactly the neurons whose mask is <= 0.2")
+        XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= ExperimentSettings(preset: .quick).threshold }.count,
+                       "the chosen threshold prunes exactly the neurons whose mask is at most the threshold")
         let seconds = try XCTUnwrap(badnets["seconds"] as? Double)
         let stageSeconds = try expected.keys.map { try XCTUnwrap(json("\(attack)/\($0)/done.json")["seconds"] as? Double) }
         XCTAssertEqual(seconds, stageSeconds.reduce(0, +), accuracy: 1e-6)
