@@ -76,13 +76,15 @@ final class LoaderTests: XCTestCase {
 
 final class DataDirectoryTests: XCTestCase {
     func testFlagThenEnvironmentThenDefault() {
+        // Relative paths resolve against the given working directory, whatever it is.
+        let cwd = FileManager.default.currentDirectoryPath
         let env = [DataDirectory.environmentVariable: "/env/data"]
-        XCTAssertEqual(DataDirectory.resolve(flag: "mine", environment: env, currentDirectory: "/work"),
-                       DataDirectory(path: "/work/mine", source: .flag))
-        XCTAssertEqual(DataDirectory.resolve(flag: nil, environment: env, currentDirectory: "/work"),
+        XCTAssertEqual(DataDirectory.resolve(flag: "mine", environment: env, currentDirectory: cwd),
+                       DataDirectory(path: ((cwd + "/mine") as NSString).standardizingPath, source: .flag))
+        XCTAssertEqual(DataDirectory.resolve(flag: nil, environment: env, currentDirectory: cwd),
                        DataDirectory(path: "/env/data", source: .environment))
-        XCTAssertEqual(DataDirectory.resolve(flag: nil, environment: [:], currentDirectory: "/work"),
-                       DataDirectory(path: "/work/data", source: .defaultPath))
+        XCTAssertEqual(DataDirectory.resolve(flag: nil, environment: [:], currentDirectory: cwd),
+                       DataDirectory(path: ((cwd + "/data") as NSString).standardizingPath, source: .defaultPath))
     }
 
     func testNotFoundSaysWhereAndHow() throws {
