@@ -31,10 +31,6 @@ struct AttackOptions: ParsableArguments {
     }
 }
 
-enum DNNLThreads {
-    static func describe() -> String { "\(Runtime.threads) thread(s), oneDNN \(Runtime.version)" }
-}
-
 /// The images of one experiment: the attacker's (possibly poisoned) training split, the clean
 /// test set and the ASR test set, with the trigger information saved beside the outputs.
 struct ExperimentData {

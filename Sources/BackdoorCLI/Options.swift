@@ -17,6 +17,11 @@ struct ComputeOptions: ParsableArguments {
     }
 }
 
+/// The compute setup in words, for run headers.
+enum DNNLThreads {
+    static func describe() -> String { "\(Runtime.threads) thread(s), oneDNN \(Runtime.version)" }
+}
+
 /// Where CIFAR-10 and the split permutation come from.
 struct DataOptions: ParsableArguments {
     @Option(help: "Folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ (else $BACKDOOR_DATA_DIR, else ./data).")
