@@ -17,6 +17,8 @@ struct ComputeOptions: ParsableArguments {
     }
 }
 
+extension Convolution.Algorithm: ExpressibleByArgument {}
+
 /// The compute setup in words, for run headers.
 enum DNNLThreads {
     static func describe() -> String { "\(Runtime.threads) thread(s), oneDNN \(Runtime.version)" }

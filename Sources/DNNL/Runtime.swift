@@ -47,6 +47,12 @@ public enum Runtime {
 
     public static var availableCores: Int { ProcessInfo.processInfo.activeProcessorCount }
 
+    /// Whether oneDNN runs its AVX-512 kernels here (it has Winograd convolutions only for those).
+    public static var hasAVX512: Bool {
+        let core = dnnl_cpu_isa_avx512_core.rawValue
+        return dnnl_get_effective_cpu_isa().rawValue & core == core
+    }
+
     /// oneDNN's version, for reports and checkpoints' metadata.
     public static var version: String {
         guard let v = dnnl_version() else { return "unknown" }

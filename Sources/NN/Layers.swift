@@ -22,6 +22,7 @@ struct OutputSlot {
 final class Conv2d {
     let weight: Parameter
     let inChannels, outChannels, kernel, stride, padding: Int
+    var algorithm = Convolution.Algorithm.auto
     private var input: Tensor?
     private var op: Convolution?
     private var output = OutputSlot()
@@ -42,7 +43,7 @@ final class Conv2d {
         let s = x.shape
         let op = try Convolution.get(.init(batch: s[0], inChannels: inChannels, outChannels: outChannels,
                                            height: s[2], width: s[3], kernel: kernel, stride: stride,
-                                           padding: padding))
+                                           padding: padding, algorithm: algorithm))
         self.op = op
         try weight.adopt(op.weightsDesc)
         let src = try x.reordered(to: op.srcDesc)

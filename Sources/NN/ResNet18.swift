@@ -119,6 +119,14 @@ public final class ResNet18 {
         linear = try Linear(name: "linear", inFeatures: 8 * width, outFeatures: numClasses, generator: &generator)
     }
 
+    /// oneDNN's convolution algorithm for every convolution (see `Convolution.Algorithm`): `auto`
+    /// (Winograd where oneDNN has it) by default; training keeps `direct` for its memory budget.
+    public var convolutionAlgorithm = Convolution.Algorithm.auto {
+        didSet {
+            for conv in [conv1] + blocks.flatMap(\.convolutions) { conv.algorithm = convolutionAlgorithm }
+        }
+    }
+
     /// Every BatchNorm layer in state_dict order, named as in PyTorch (e.g. `layer1.0.bn1`).
     public var batchNorms: [BatchNorm2d] { [bn1] + blocks.flatMap(\.batchNorms) }
 

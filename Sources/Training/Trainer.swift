@@ -94,6 +94,9 @@ public final class Trainer {
         self.poisonTest = poisonTest
         self.outputDirectory = outputDirectory
         model = try ResNet18(width: config.width, seed: config.seed)
+        // Winograd's scratch memory would push a width-64 batch-128 step past 1 GiB; callers
+        // that prefer its speed set `model.convolutionAlgorithm = .auto`.
+        model.convolutionAlgorithm = .direct
     }
 
     /// Runs the remaining epochs; returns every epoch's record (resumed ones included).

@@ -8,10 +8,12 @@ final class KernelChoiceTests: XCTestCase {
     func testNoConvolutionFallsBackToAReferenceKernel() throws {
         for width in [4, 8, 16, 64] {
             for batch in [1, 64] {
+              for algorithm in Convolution.Algorithm.allCases {
                 var channels = 3, size = 32, slow: [String] = []
                 func probe(_ inC: Int, _ outC: Int, _ kernel: Int, _ stride: Int, _ padding: Int) throws {
                     let conv = try Convolution.get(.init(batch: batch, inChannels: inC, outChannels: outC, height: size,
-                                                         width: size, kernel: kernel, stride: stride, padding: padding))
+                                                         width: size, kernel: kernel, stride: stride, padding: padding,
+                                                         algorithm: algorithm))
                     for impl in try conv.implementations() where impl.hasPrefix("ref") {
                         slow.append("\(conv.config): \(impl)")
                     }
@@ -26,7 +28,8 @@ final class KernelChoiceTests: XCTestCase {
                     try probe(planes, planes, 3, 1, 1)
                     channels = planes
                 }
-                XCTAssertEqual(slow, [], "width \(width), batch \(batch)")
+                XCTAssertEqual(slow, [], "width \(width), batch \(batch), \(algorithm)")
+              }
             }
         }
     }
