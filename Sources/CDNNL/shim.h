@@ -3,3 +3,5 @@
 void omp_set_num_threads(int num_threads);
 int omp_get_max_threads(void);
 #include <oneapi/dnnl/dnnl_debug.h>
+// glibc's allocator settings, for tensor buffers (Tensor.allocatorPolicy).
+#include <malloc.h>
