@@ -1,3 +1,5 @@
+import Attacks
+import Datasets
 import Foundation
 import Support
 import XCTest
@@ -110,6 +112,80 @@ final class RunCommandTests: XCTestCase {
             XCTAssertTrue(html.contains("id=\"\(anchor)\""), anchor)
         }
         XCTAssertFalse(markdown.contains("Missing: badnets"), "every stage file the report reads exists:\n\(markdown)")
+    }
+
+    /// `backdoor sweep`: one ANP stage per alpha (sweep/alpha-A/) on the attack's model, pruning
+    /// at every threshold; each row prunes exactly the neurons its mask file puts at or below the
+    /// threshold, and the report gains the sweep section.
+    func testSweepRunsANPPerAlphaAndPrunesAtEveryThreshold() throws {
+        let data = try dataDirectory()
+        let root = try temporaryDirectory() + "/run"
+        try SweepCommand.parse(["--output-dir", root, "--data-dir", data, "--attack", "badnets", "--alphas", "0.2,1.0",
+                                "--thresholds", "0.0,0.5,1.0"] + Self.tinyFlags).run()
+        let rows = try XCTUnwrap(try json(root + "/sweep/sweep.json")["rows"] as? [[String: Any]])
+        XCTAssertEqual(rows.count, 6)
+        for alpha in [0.2, 1.0] {
+            let masks = try text(root + "/sweep/alpha-\(alpha)/mask_values.txt").split(separator: "\n").dropFirst()
+                .compactMap { $0.split(whereSeparator: \.isWhitespace).last.flatMap { Double($0) } }
+            XCTAssertEqual(masks.count, 75 * 16, "one mask per BN neuron at width 16")
+            XCTAssertEqual(try json(root + "/sweep/alpha-\(alpha)/config.json")["alpha"] as? Double, alpha)
+            for threshold in [0.0, 0.5, 1.0] {
+                let row = try XCTUnwrap(rows.first { $0["anp_alpha"] as? Double == alpha && $0["threshold"] as? Double == threshold },
+                                        "alpha \(alpha), threshold \(threshold)")
+                XCTAssertEqual(row["pruned_neurons"] as? Int, masks.filter { $0 <= threshold }.count)
+            }
+            // Every BN weight at zero: the output no longer depends on the image, so one class for all.
+            let allPruned = try XCTUnwrap(rows.first { $0["anp_alpha"] as? Double == alpha && $0["threshold"] as? Double == 1.0 })
+            XCTAssertLessThan(try XCTUnwrap(allPruned["clean_acc"] as? Double), 0.25)
+        }
+        XCTAssertEqual(try text(root + "/badnets/train/train_log.jsonl").split(separator: "\n").count, 2,
+                       "the sweep trained the model it sweeps")
+        XCTAssertTrue(try text(root + "/report.html").contains("id=\"sweep\""))
+        XCTAssertFalse(try text(root + "/report.md").contains("Missing: sweep"))
+    }
+
+    /// `backdoor run --attacks clean-label`: a clean model first, then PGD on target-class images
+    /// against it and the four-corner trigger. Labels stay as they were, only target-class images
+    /// change, and outside the trigger they move by at most eps = 16/255.
+    func testCleanLabelRunPerturbsOnlyTargetImagesWithinEpsAndKeepsLabels() throws {
+        let data = try dataDirectory()
+        let splitFile = (data as NSString).deletingLastPathComponent + "/anp/cifar_shuffle.txt"
+        let root = try temporaryDirectory() + "/run"
+        try RunCommand.parse(["--output-dir", root, "--data-dir", data, "--split-file", splitFile, "--attacks", "clean-label",
+                              "--pgd-iters", "2"] + Self.tinyFlags).run()
+        let attack = root + "/clean-label"
+        for stage in ["clean", "poison", "train", "eval", "anp", "prune"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(attack)/\(stage)/done.json"), stage)
+        }
+        XCTAssertEqual(try json(attack + "/clean/config.json")["attack"] as? String, "benign", "the clean model is benign")
+
+        let poisoned = try PoisonedSetFolder.read(directory: attack + "/poison")
+        let valFrac = try XCTUnwrap((try json(attack + "/poison/config.json")["data"] as? [String: Any])?["val_frac"] as? Double)
+        let clean = try CIFAR10.load(directory: data).train
+            .subset(DataSplit(permutation: try Permutation.read(path: splitFile), valFrac: valFrac).attacker)
+        XCTAssertEqual(poisoned.images.labels, clean.labels, "clean-label poisoning keeps every label")
+        let flagged = poisoned.isPoisoned.indices.filter { poisoned.isPoisoned[$0] }
+        XCTAssertEqual(flagged.count, try json(attack + "/poison/poison.json")["poisoned"] as? Int)
+        XCTAssertGreaterThan(flagged.count, 0)
+        XCTAssertTrue(flagged.allSatisfy { clean.labels[$0] == 0 }, "only target-class images are poisoned")
+        let trigger = try Trigger.checkerboard4Corner()
+        let n = ImageSet.pixelsPerImage
+        var largestMove = 0
+        for i in poisoned.isPoisoned.indices {
+            let (a, b) = (poisoned.images.pixels[(i * n)..<((i + 1) * n)], clean.pixels[(i * n)..<((i + 1) * n)])
+            guard poisoned.isPoisoned[i] else {
+                if !a.elementsEqual(b) { XCTFail("unpoisoned image \(i) changed"); break }
+                continue
+            }
+            for (p, (x, y)) in zip(a, b).enumerated() where trigger.mask[p / 3] == 0 {
+                largestMove = max(largestMove, abs(Int(x) - Int(y)))
+            }
+            for p in 0..<n where trigger.mask[p / 3] == 1 {
+                XCTAssertEqual(Double(a[a.startIndex + p]), trigger.pattern[p / 3], "trigger pixel \(p) of image \(i)")
+            }
+        }
+        XCTAssertGreaterThan(largestMove, 0, "PGD changed the poisoned images")
+        XCTAssertLessThanOrEqual(largestMove, 16, "outside the trigger, at most eps = 16/255")
     }
 
     /// The README's main job, `make quick`, as it is: BadNets on a width-16 ResNet-18 trained on
