@@ -43,6 +43,17 @@ final class RunCommandTests: XCTestCase {
 
     private func text(_ path: String) throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
 
+    /// The last column of mask_values.txt, read as text (independently of `MaskFile`).
+    private func maskValues(_ path: String) throws -> [Double] {
+        try text(path).split(separator: "\n").dropFirst()
+            .compactMap { $0.split(whereSeparator: \.isWhitespace).last.flatMap { Double($0) } }
+    }
+
+    /// The reference split file beside the shared CIFAR-10 folder.
+    private func referenceSplitFile(besides data: String) -> String {
+        (data as NSString).deletingLastPathComponent + "/anp/cifar_shuffle.txt"
+    }
+
     func testOneAttackEndToEndWritesStagesSummaryAndAConsistentReport() throws {
         let data = try dataDirectory()
         let root = try temporaryDirectory() + "/run"
@@ -88,8 +99,7 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(badnets["asr_after"] as? Double, pruned["asr"] as? Double)
         XCTAssertEqual(badnets["threshold"] as? Double, ExperimentSettings(preset: .quick).threshold)
         XCTAssertEqual(badnets["pruned_neurons"] as? Int, pruned["pruned_neurons"] as? Int)
-        let masks = try text(attack + "/anp/mask_values.txt").split(separator: "\n").dropFirst()
-            .compactMap { $0.split(whereSeparator: \.isWhitespace).last.flatMap { Double($0) } }
+        let masks = try maskValues(attack + "/anp/mask_values.txt")
         XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= ExperimentSettings(preset: .quick).threshold }.count,
                        "the chosen threshold prunes exactly the neurons whose mask is at most the threshold")
         let seconds = try XCTUnwrap(badnets["seconds"] as? Double)
@@ -125,8 +135,7 @@ final class RunCommandTests: XCTestCase {
         let rows = try XCTUnwrap(try json(root + "/sweep/sweep.json")["rows"] as? [[String: Any]])
         XCTAssertEqual(rows.count, 6)
         for alpha in [0.2, 1.0] {
-            let masks = try text(root + "/sweep/alpha-\(alpha)/mask_values.txt").split(separator: "\n").dropFirst()
-                .compactMap { $0.split(whereSeparator: \.isWhitespace).last.flatMap { Double($0) } }
+            let masks = try maskValues(root + "/sweep/alpha-\(alpha)/mask_values.txt")
             XCTAssertEqual(masks.count, 75 * 16, "one mask per BN neuron at width 16")
             XCTAssertEqual(try json(root + "/sweep/alpha-\(alpha)/config.json")["alpha"] as? Double, alpha)
             for threshold in [0.0, 0.5, 1.0] {
@@ -149,7 +158,7 @@ final class RunCommandTests: XCTestCase {
     /// change, and outside the trigger they move by at most eps = 16/255.
     func testCleanLabelRunPerturbsOnlyTargetImagesWithinEpsAndKeepsLabels() throws {
         let data = try dataDirectory()
-        let splitFile = (data as NSString).deletingLastPathComponent + "/anp/cifar_shuffle.txt"
+        let splitFile = referenceSplitFile(besides: data)
         let root = try temporaryDirectory() + "/run"
         try RunCommand.parse(["--output-dir", root, "--data-dir", data, "--split-file", splitFile, "--attacks", "clean-label",
                               "--pgd-iters", "2"] + Self.tinyFlags).run()
@@ -194,7 +203,7 @@ final class RunCommandTests: XCTestCase {
     /// from above 90% to below 20%). About 6 minutes on 2 cores.
     func testQuickPresetBackdoorTakesHoldAndANPPruningRemovesIt() throws {
         let data = try dataDirectory()
-        let splitFile = (data as NSString).deletingLastPathComponent + "/anp/cifar_shuffle.txt"
+        let splitFile = referenceSplitFile(besides: data)
         let root = try temporaryDirectory() + "/quick"
         try RunCommand.parse(["--preset", "quick", "--attacks", "badnets", "--data-dir", data, "--split-file", splitFile,
                               "--output-dir", root, "--threads", "2", "--quiet"]).run()
