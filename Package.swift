@@ -17,37 +17,46 @@ let package = Package(
 
         // Small shared pieces: atomic writes, progress, seeded RNG, JSON lines.
         .target(name: "Support"),
-        // The only module that calls oneDNN: the compute backend boundary.
-        .target(name: "DNNL", dependencies: ["CDNNL"]),
-        // Tensors, layers, ResNet-18, loss, SGD, checkpoints.
-        .target(name: "NN", dependencies: ["Support", "DNNL", "Formats"]),
+        // The compute seam: device tensors, layouts and the kernels layers need. No oneDNN here.
+        .target(name: "Backend"),
+        // The oneDNN implementation of the seam; the only module that imports CDNNL.
+        .target(name: "OneDNNBackend", dependencies: ["Backend", "CDNNL"]),
         // File formats: restricted pickle, npy, png, safetensors, tar.gz, PyTorch checkpoints.
         .target(name: "Formats", dependencies: ["Support", "CPNG", "CZLibSystem"]),
+        // The module tree: Layer protocol, layers, NoisyBatchNorm2d (ANP), Model, state_dict, SGD, loss.
+        .target(name: "NN", dependencies: ["Backend", "Formats", "Support"]),
+        // Architectures (ResNet-18) and checkpoints that name them.
+        .target(name: "Models", dependencies: ["Backend", "Formats", "NN", "Support"]),
         // CIFAR-10 loading, verification, download, split, augmentation, batching.
-        .target(name: "Datasets", dependencies: ["Support", "Formats", "CZLibSystem"]),
+        .target(name: "Datasets", dependencies: ["Support", "Formats"]),
         // Training loop, evaluation, run logs.
-        .target(name: "Training", dependencies: ["Support", "NN", "Datasets"]),
+        .target(name: "Training", dependencies: ["Backend", "Datasets", "Formats", "Models", "NN", "Support"]),
         // Experiment reports: HTML with inline SVG plots, Markdown.
-        .target(name: "Reports", dependencies: ["Support", "Formats"]),
+        .target(name: "Reports", dependencies: ["Support"]),
         // Triggers, poisoning, clean-label PGD.
         .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"]),
         // Adversarial Neuron Pruning.
-        .target(name: "Defenses", dependencies: ["Support", "Training", "Attacks", "NN", "Datasets"]),
+        .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "NN", "Support", "Training"]),
         .executableTarget(
             name: "BackdoorCLI",
             dependencies: [
-                "Support", "NN", "Formats", "Datasets", "Training", "Attacks", "Defenses", "Reports",
+                "Attacks", "Backend", "Datasets", "Defenses", "Formats", "Models", "NN", "OneDNNBackend", "Reports",
+                "Support", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
+        // Test-only helpers: the shared data folder, the backend tests compute on.
+        .target(name: "TestSupport", dependencies: ["Backend", "OneDNNBackend"], path: "Tests/TestSupport"),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
-        .testTarget(name: "NNTests", dependencies: ["NN", "DNNL", "Formats"]),
-        .testTarget(name: "FormatsTests", dependencies: ["Formats"]),
-        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "Formats"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "NN", "Datasets"]),
+        .testTarget(name: "ArchitectureTests"),
+        .testTarget(name: "NNTests", dependencies: ["TestSupport", "Backend", "Formats", "Models", "NN", "OneDNNBackend", "Support"]),
+        .testTarget(name: "FormatsTests", dependencies: ["TestSupport", "Formats"]),
+        .testTarget(name: "DatasetsTests", dependencies: ["TestSupport", "Datasets", "Formats"]),
+        .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Backend", "Datasets", "Models", "NN", "OneDNNBackend", "Training"]),
         .testTarget(name: "ReportsTests", dependencies: ["Reports"]),
-        .testTarget(name: "AttacksTests", dependencies: ["Attacks", "Datasets", "NN"]),
-        .testTarget(name: "DefensesTests", dependencies: ["Defenses", "Attacks", "NN", "Training", "Datasets"]),
-        .testTarget(name: "CLITests", dependencies: ["BackdoorCLI"]),
+        .testTarget(name: "AttacksTests", dependencies: ["TestSupport", "Attacks", "Backend", "Datasets", "Models", "NN", "OneDNNBackend"]),
+        .testTarget(name: "DefensesTests",
+                    dependencies: ["TestSupport", "Attacks", "Backend", "Datasets", "Defenses", "Models", "NN", "OneDNNBackend", "Training"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "Backend", "BackdoorCLI", "Models", "NN", "OneDNNBackend"]),
     ]
 )

@@ -1,9 +1,10 @@
 import ArgumentParser
 import Attacks
+import Backend
 import Datasets
 import Defenses
-import DNNL
 import Foundation
+import Models
 import NN
 import Support
 
@@ -70,10 +71,10 @@ struct ANPCommand: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
-        if let benchmark { return try runBenchmark(iterations: benchmark) }
+        let backend = try compute.backend(for: .inference)
+        if let benchmark { return try runBenchmark(iterations: benchmark, on: backend) }
         guard let checkpoint else { return }
-        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict)
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, on: backend)
         let dataSet = try data.load()
         var test = dataSet.test
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
@@ -99,9 +100,9 @@ struct ANPCommand: ParsableCommand {
             logText += line + "\n"
             try AtomicFile.write(logText, to: logPath)
         }
-        try say("ANP on \(checkpoint) (ResNet-18 width \(model.width)), \(images.defender.count) defender images from \(splitPath), "
+        try say("ANP on \(checkpoint) (\(model.description)), \(images.defender.count) defender images from \(splitPath), "
             + "eps \(anpEps), steps \(anpSteps), alpha \(anpAlpha), lr \(lr), \(nbIter) iterations of \(batchSize), "
-            + "\(Runtime.threads) threads" + (resuming ? ", resuming from \(statePath)" : ""))
+            + backend.summary + (resuming ? ", resuming from \(statePath)" : ""))
         if poisonTest == nil { try say("no --trigger-info: the poison columns stay empty") }
         try say(ANPLogEntry.header)
         let progress = ProgressBar(total: nbIter, label: "anp")
@@ -128,8 +129,8 @@ struct ANPCommand: ParsableCommand {
 
     /// Seconds per ANP iteration on random weights and images (what matters for speed is the
     /// shape: width and batch size).
-    func runBenchmark(iterations: Int) throws {
-        let model = try ResNet18(width: width, seed: seed)
+    func runBenchmark(iterations: Int, on backend: Backend) throws {
+        let model = try ResNet18.model(width: width, seed: seed, on: backend)
         var generator = SeededGenerator(seed: seed, stream: "anp-benchmark")
         let images = (0..<(batchSize * 3072)).map { _ in generator.nextGaussian() }
         let labels = (0..<batchSize).map { _ in Int32(generator.next() % 10) }
@@ -145,8 +146,8 @@ struct ANPCommand: ParsableCommand {
         let iteration = try measure(iterations) { try optimizer.step(images: images, labels: labels, generator: &generator) }
         let forward = try measure(iterations) { _ = try model.forward(images: images, count: batchSize, mode: .training) }
         let both = try measure(iterations) { _ = try optimizer.gradients(images: images, labels: labels, perturbed: true) }
-        print(String(format: "ANP iteration, width %d, batch %d, %d threads: %.3f s wall, %.3f s CPU (mean of %d)",
-                     width, batchSize, Runtime.threads, iteration.wall, iteration.cpu, iterations))
+        print(String(format: "ANP iteration, width %d, batch %d, %@: %.3f s wall, %.3f s CPU (mean of %d)",
+                     width, batchSize, backend.summary, iteration.wall, iteration.cpu, iterations))
         print(String(format: "  of which each of its %d forward+backward passes: %.3f s wall (forward %.3f s, backward %.3f s)",
                      2 + anpSteps, both.wall, forward.wall, both.wall - forward.wall))
     }

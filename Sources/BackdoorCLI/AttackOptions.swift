@@ -1,7 +1,7 @@
 import ArgumentParser
 import Attacks
 import Datasets
-import DNNL
+
 import Foundation
 import Support
 

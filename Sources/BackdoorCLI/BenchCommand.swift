@@ -1,7 +1,8 @@
 import ArgumentParser
-import DNNL
 import Foundation
+import Models
 import NN
+import OneDNNBackend
 import Support
 
 struct BenchCommand: ParsableCommand {
@@ -14,38 +15,37 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Batch size.") var batchSize = 128
     @Option(help: "Timed training steps (after one warm-up step).") var steps = 3
     @Option(help: "Timed evaluation batches (after one warm-up batch).") var evalBatches = 3
-    @Option(help: "Convolution algorithm of the training step (train's --conv-algorithm); evaluation and the gradient-only passes use auto, as eval, anp and clean-label do.")
-    var convAlgorithm = Convolution.Algorithm.direct
     @Flag(help: "Also time an input-gradient step (PGD).") var extended = false
     @Flag(help: "Print one JSON object.") var json = false
 
+    /// The training step runs on the training backend, evaluation and the input-gradient step
+    /// on the inference one (as train, and eval / anp / clean-label, do); --conv-algorithm sets both.
     func run() throws {
-        compute.apply()
-        let model = try ResNet18(width: width, seed: 1)
         var generator = SeededGenerator(seed: 5)
         let images = (0..<(batchSize * 3 * 32 * 32)).map { _ in generator.nextGaussian() }
         let labels = (0..<batchSize).map { _ in Int32(generator.next() % 10) }
-        let sgd = SGD()
-
-        func trainStep() throws {
-            let logits = try model.forward(images: images, count: batchSize, mode: .training)
-            let ce = CrossEntropy.evaluate(logits: logits, labels: labels, classes: 10)
-            try model.backward(logitsGradient: ce.logitsGradient, weightGradients: true, wantInputGradient: false)
-            try sgd.step(model.parameters)
+        var result: [String: Any] = ["width": width, "batch_size": batchSize, "onednn": OneDNN.version, "isa": OneDNN.isa]
+        do {  // the training model and its backend are released before evaluation
+            let trainingBackend = try compute.backend(for: .training)
+            result["threads"] = trainingBackend.threads
+            let model = try ResNet18.model(width: width, seed: 1, on: trainingBackend)
+            let sgd = SGD()
+            result["train_images_per_s"] = try Self.rate({
+                let logits = try model.forward(images: images, count: batchSize, mode: .training)
+                let ce = CrossEntropy.evaluate(logits: logits, labels: labels, classes: 10)
+                try model.backward(logitsGradient: ce.logitsGradient, weightGradients: true, wantInputGradient: false)
+                try sgd.step(model.parameters)
+            }, steps: steps, batch: batchSize)
+            result["peak_rss_mib"] = Self.peakResidentMiB()
         }
-        func evalStep() throws { _ = try model.forward(images: images, count: batchSize, mode: .evaluation) }
-        func inputGradientStep() throws { _ = try model.lossAndInputGradient(images: images, labels: labels) }
-
-        var result: [String: Any] = ["width": width, "batch_size": batchSize, "threads": Runtime.threads,
-                                     "onednn": Runtime.version]
-        model.convolutionAlgorithm = convAlgorithm
-        result["train_images_per_s"] = try Self.rate(trainStep, steps: steps, batch: batchSize)
-        // Training's peak, before evaluation adds Winograd scratch memory to the training buffers still held.
-        result["peak_rss_mib"] = Self.peakResidentMiB()
-        model.convolutionAlgorithm = .auto
-        result["eval_images_per_s"] = try Self.rate(evalStep, steps: evalBatches, batch: batchSize)
+        let model = try ResNet18.model(width: width, seed: 1, on: compute.backend(for: .inference))
+        result["eval_images_per_s"] = try Self.rate({
+            _ = try model.forward(images: images, count: batchSize, mode: .evaluation)
+        }, steps: evalBatches, batch: batchSize)
         if extended {
-            result["input_gradient_images_per_s"] = try Self.rate(inputGradientStep, steps: steps, batch: batchSize)
+            result["input_gradient_images_per_s"] = try Self.rate({
+                _ = try model.lossAndInputGradient(images: images, labels: labels)
+            }, steps: steps, batch: batchSize)
         }
         result["peak_rss_mib_all"] = Self.peakResidentMiB()
         if json {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Attacks
 import Datasets
 import Foundation
+import NN
 import Support
 
 struct CleanLabelCommand: ParsableCommand {
@@ -55,8 +56,7 @@ struct CleanLabelCommand: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
-        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict)
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, on: compute.backend(for: .inference))
         let dataset = try data.load()
         let split = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDirectory, seed: seed)
         let attackerSet = dataset.train.subset(DataSplit(permutation: split.permutation, valFrac: valFrac).attacker)
@@ -64,7 +64,7 @@ struct CleanLabelCommand: ParsableCommand {
         let chosen = try CleanLabelAttack.chooseImages(labels: attackerSet.labels, target: poisonTarget, rate: poisonRate, seed: seed)
         print("clean-label: PGD on \(chosen.count) class-\(poisonTarget) images of the \(attackerSet.count)-image attacker split "
             + "(eps \(eps), step \(stepSize), \(iters) iterations, \(restarts + 1) attempts, batch \(batchSize)), "
-            + "model width \(model.width) from \(checkpoint)")
+            + "model \(model.description) from \(checkpoint)")
 
         let progress = ProgressBar(total: pgd.stepCount(images: chosen.count), label: "PGD", quiet: quiet)
         let start = Date()

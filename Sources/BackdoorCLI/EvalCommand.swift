@@ -1,7 +1,9 @@
 import ArgumentParser
 import Attacks
+import Backend
 import Datasets
 import Foundation
+import Models
 import NN
 import Support
 import Training
@@ -27,14 +29,14 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
-        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict)
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, on: compute.backend(for: .inference))
         var test = try DataDirectory.load(flag: dataDir).test
         if let limit, limit < test.count { test = test.subset(Array(0..<limit)) }
         let start = Date()
         let clean = try Evaluation.evaluate(model, on: test, batchSize: batchSize)
         var result: [String: Any] = ["clean_loss": clean.loss, "clean_acc": clean.accuracy, "images": clean.images,
-                                     "checkpoint": checkpoint, "width": model.width]
+                                     "checkpoint": checkpoint, "architecture": model.architecture,
+                                     "width": model.width as Any]
         if let triggerInfo {
             let info = try TriggerInfo.read(path: triggerInfo)
             let poisonSet = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
@@ -57,11 +59,11 @@ struct EvalCommand: ParsableCommand {
 
 /// Opening model files given on the command line.
 enum ModelFiles {
-    static func loadModel(_ path: String, strict: Bool = true) throws -> ResNet18 {
+    static func loadModel(_ path: String, strict: Bool = true, on backend: Backend) throws -> Model {
         guard FileManager.default.fileExists(atPath: path) else {
             throw FileError(path, "no such checkpoint file")
         }
-        let (model, warnings) = try Checkpoint.load(path, strict: strict)
+        let (model, warnings) = try Checkpoint.load(path, strict: strict, on: backend)
         for warning in warnings { FileHandle.standardError.write(Data("warning: \(path): \(warning)\n".utf8)) }
         return model
     }

@@ -1,8 +1,10 @@
 import Attacks
+import Backend
 import Datasets
 import Defenses
 import Foundation
 import Formats
+import Models
 import NN
 import Reports
 import Support
@@ -27,10 +29,13 @@ final class Experiment {
     let settings: ExperimentSettings
     let root: String
     let resume: Bool
-    let log: RunLog
+    let log: ExperimentLog
     let dataset: CIFAR10.DataSet
     let permutation: [Int]
     let splitSource: String
+    /// Backends for training and for everything else (evaluation, attacks, ANP).
+    let training: Backend
+    let inference: Backend
     /// Stage folders that ran (not skipped) in this process, in order (for tests and the log).
     private(set) var ranStages: [String] = []
 
@@ -39,12 +44,14 @@ final class Experiment {
     private var attackSeconds = 0.0
 
     init(settings: ExperimentSettings, root: String, dataDirectory: String?, splitFile: String?, resume: Bool,
-         quiet: Bool) throws {
+         quiet: Bool, training: Backend, inference: Backend) throws {
         self.settings = settings
+        self.training = training
+        self.inference = inference
         self.root = root
         self.resume = resume
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        log = try RunLog(directory: root, quiet: quiet, append: resume)
+        log = try ExperimentLog(directory: root, quiet: quiet, append: resume)
         dataset = try DataDirectory.load(flag: dataDirectory)
         (permutation, splitSource) = try Permutation.resolve(splitFile: splitFile, outputDirectory: root, seed: settings.seed,
                                                              count: dataset.train.count)
@@ -160,7 +167,7 @@ final class Experiment {
         return try stage(attack.rawValue, "poison", config: config, upstream: upstream, outputs: outputs) { folder, _ in
             let attacker = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.valFrac).attacker)
             if attack == .cleanLabel, let upstream {
-                let (model, _) = try Checkpoint.load(upstream.file("model_last.safetensors"))
+                let (model, _) = try Checkpoint.load(upstream.file("model_last.safetensors"), on: inference)
                 let trigger = try Trigger.checkerboard4Corner()
                 let chosen = try CleanLabelAttack.chooseImages(labels: attacker.labels, target: settings.target,
                                                                rate: settings.poisonRate, seed: settings.seed)
@@ -196,9 +203,9 @@ final class Experiment {
         var modelPath: String { stage.file("model_last.safetensors") }
     }
 
-    /// Interrupts training after this epoch's checkpoint (tests use it as a kill would).
-    var interruptAfterEpoch: Int?
-    struct Interrupted: Error {}
+    /// Called after each training epoch's checkpoint with the stage folder's name (progress for a
+    /// larger program); an error it throws stops the run as an interruption would, resumably.
+    var onEpoch: ((String, EpochRecord) throws -> Void)?
 
     private func train(_ attack: PoisonType, folderName: String, poisonType: PoisonType,
                        upstream: StageFolder?) throws -> TrainedModel {
@@ -224,7 +231,8 @@ final class Experiment {
                                                triggerInfo: info, valFrac: settings.valFrac, trainLimit: settings.trainLimit,
                                                testLimit: settings.testLimit)
             let trainer = try Trainer(config: trainingConfig, trainSet: data.train, cleanTest: data.cleanTest,
-                                      poisonTest: data.poisonTest, outputDirectory: folder.path)
+                                      poisonTest: data.poisonTest, outputDirectory: folder.path,
+                                      backend: training)
             trainer.quiet = quiet
             trainer.checkpointMetadata = ["poison_type": poisonType.rawValue]
             if let info {
@@ -233,7 +241,7 @@ final class Experiment {
                               path: folder.file("samples.png"))
             }
             log.say("training width \(settings.width) (\(trainer.model.parameterCount) parameters) on \(data.train.count) images "
-                + "(\(data.poisonedCount) poisoned) for \(settings.epochs) epochs, \(DNNLThreads.describe())")
+                + "(\(data.poisonedCount) poisoned) for \(settings.epochs) epochs, \(training.summary)")
             let start = Date()
             var firstEpoch: Int?
             trainer.onEpoch = { [self] record in
@@ -247,7 +255,7 @@ final class Experiment {
                 log.say(String(format: "%@/%@: epoch %d/%d, clean accuracy %.2f%%%@, elapsed %@, eta %@",
                                attack.rawValue, folderName, record.epoch, settings.epochs, 100 * record.cleanAcc,
                                asr, ProgressBar.clock(elapsed), ProgressBar.clock(eta)))
-                if record.epoch == interruptAfterEpoch { throw Interrupted() }
+                try onEpoch?(folderName, record)
             }
             try trainer.run(resume: continuing)
         }
@@ -255,7 +263,7 @@ final class Experiment {
     }
 
     /// Clean test images of non-target classes above the same images with the trigger.
-    static func samples(clean: ImageSet, target: Int, trigger: Trigger, count: Int = 8) -> Formats.PNGImage {
+    static func samples(clean: ImageSet, target: Int, trigger: Trigger, count: Int = 8) -> PNGImage {
         let indices = Array(clean.labels.indices.filter { clean.labels[$0] != target }.prefix(count))
         let shown = clean.subset(indices)
         var triggered = shown
@@ -285,10 +293,10 @@ final class Experiment {
     private func evaluate(_ attack: PoisonType, upstream trained: TrainedModel) throws -> Evaluated {
         let folder = try stage(attack.rawValue, "eval", config: ["test_images": evaluationTest.count], upstream: trained.stage,
                                outputs: ["result.json"]) { folder, _ in
-            let (model, _) = try Checkpoint.load(trained.modelPath)
+            let (model, _) = try Checkpoint.load(trained.modelPath, on: inference)
             let sets = try evaluationSets(trainFolder: trained.stage.path)
             let progress = ProgressBar(total: sets.clean.count + sets.poison.count, label: "evaluation", quiet: quiet)
-            let metrics = try PruningMetrics.evaluate(model, clean: sets.clean, poison: sets.poison, progress: progress)
+            let metrics = try BackdoorMetrics.evaluate(model, clean: sets.clean, poison: sets.poison, progress: progress)
             progress.finish()
             try writeJSON(["clean_acc": metrics.cleanAccuracy, "clean_loss": metrics.cleanLoss, "asr": metrics.poisonAccuracy,
                            "poison_loss": metrics.poisonLoss, "clean_images": sets.clean.count,

@@ -3,6 +3,7 @@ import Datasets
 import Defenses
 import Foundation
 import Formats
+import Models
 import NN
 import Reports
 import Support
@@ -36,7 +37,7 @@ extension Experiment {
         let trainFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/train")
         return try stage(attackFolder ?? attack.rawValue, folderName, config: stageConfig, upstream: upstream,
                          outputs: [MaskFile.fileName, "anp_log.jsonl"]) { folder, continuing in
-            let (model, _) = try Checkpoint.load(trainFolder + "/model_last.safetensors")
+            let (model, _) = try Checkpoint.load(trainFolder + "/model_last.safetensors", on: inference)
             let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName)
             var test = dataset.test
             if let limit = settings.testLimit, limit < test.count { test = test.subset(Array(0..<limit)) }
@@ -109,13 +110,13 @@ extension Experiment {
             let scores = try MaskFile.read(path: anp.file(MaskFile.fileName))
             let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName)
             let sets = try evaluationSets(trainFolder: trainFolder)
-            let evaluate = { (model: ResNet18) in try PruningMetrics.evaluate(model, clean: sets.clean, poison: sets.poison) }
+            let evaluate = { (model: Model) in try BackdoorMetrics.evaluate(model, clean: sets.clean, poison: sets.poison) }
             // The sweeps evaluate dozens of models: on the --test-limit subset; the chosen
             // threshold on the whole test set.
             let sweepTest = settings.testLimit.map { dataset.test.subset(Array(0..<min($0, dataset.test.count))) } ?? dataset.test
             let sweepPoison = try Poisoning.testSet(sweepTest, trigger: info.trigger, target: info.target)
-            let evaluateSweep = { (model: ResNet18) in
-                try PruningMetrics.evaluate(model, clean: sweepTest, poison: sweepPoison)
+            let evaluateSweep = { (model: Model) in
+                try BackdoorMetrics.evaluate(model, clean: sweepTest, poison: sweepPoison)
             }
             let thresholds = Pruning.thresholds(max: settings.pruningMax, step: settings.pruningStep)
             let perNumberRow = Double(max(1, scores.count / 2 / Self.numberRows))
@@ -124,7 +125,7 @@ extension Experiment {
             let rowLog = try JSONLinesWriter(path: folder.file("pruning_log.jsonl"), truncate: true)
             for (mode, max, step) in [(Pruning.Mode.threshold, settings.pruningMax, settings.pruningStep),
                                       (.number, numberMax, perNumberRow)] {
-                let (model, _) = try Checkpoint.load(modelPath)
+                let (model, _) = try Checkpoint.load(modelPath, on: inference)
                 let rows = try Pruning.sweep(model, scores: scores, mode: mode, max: max, step: step, evaluate: evaluateSweep) { row in
                     progress.advance()
                     try rowLog.append(["sweep": mode.rawValue, "pruned": row.pruned, "mask": row.mask,
@@ -133,7 +134,7 @@ extension Experiment {
                 }
                 try AtomicFile.write(Pruning.sweepText(rows, mode: mode), to: folder.file(mode.fileName))
             }
-            let (model, _) = try Checkpoint.load(modelPath)
+            let (model, _) = try Checkpoint.load(modelPath, on: inference)
             let chosen = Pruning.neurons(scores, atOrBelow: settings.threshold)
             try Pruning.prune(model, neurons: chosen)
             let after = try evaluate(model)

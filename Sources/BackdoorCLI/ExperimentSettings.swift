@@ -107,7 +107,7 @@ struct ExperimentOptions: ParsableArguments {
     @Flag(help: "Skip the stages whose outputs exist for the same configuration; continue an interrupted stage.")
     var resume = false
     @Flag(help: "No progress bars or per-epoch lines.") var quiet = false
-    @Option(help: "Compute threads (default: the cores available).") var threads: Int?
+    @OptionGroup var compute: ComputeOptions
 
     @Option(help: "Base width of the ResNet-18 (64 is the real model).") var width: Int?
     @Option(help: "Training epochs.") var epochs: Int?
@@ -162,7 +162,6 @@ struct ExperimentOptions: ParsableArguments {
         func positive(_ value: Int?, _ flag: String) throws {
             if let value, value < 1 { throw ValidationError("--\(flag) must be at least 1, got \(value)") }
         }
-        try positive(threads, "threads")
         try positive(width, "width")
         try positive(epochs, "epochs")
         try positive(batchSize, "batch-size")

@@ -70,7 +70,7 @@ struct StageFolder {
 
 /// The run's own log: a human line on standard output (unless quiet) and in `run_log.txt`, and a
 /// JSON object per event in `run_log.jsonl`.
-final class RunLog {
+final class ExperimentLog {
     private let text: TextLogWriter
     private let json: JSONLinesWriter
     let quiet: Bool

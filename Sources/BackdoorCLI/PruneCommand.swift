@@ -2,10 +2,11 @@ import ArgumentParser
 import Attacks
 import Datasets
 import Defenses
-import DNNL
 import Foundation
+import Models
 import NN
 import Support
+import Training
 
 extension Pruning.Mode: ExpressibleByArgument {}
 
@@ -53,8 +54,7 @@ struct PruneCommand: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
-        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict)
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, on: compute.backend(for: .inference))
         let scores = try MaskFile.read(path: maskFile)
         try Pruning.validate(scores, for: model, source: maskFile)
         let info = try TriggerInfo.read(path: triggerInfo)
@@ -62,8 +62,8 @@ struct PruneCommand: ParsableCommand {
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
         let poisonTest = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
         try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
-        let evaluate = { (model: ResNet18) in
-            try PruningMetrics.evaluate(model, clean: test, poison: poisonTest, batchSize: batchSize)
+        let evaluate = { (model: Model) in
+            try BackdoorMetrics.evaluate(model, clean: test, poison: poisonTest, batchSize: batchSize)
         }
         let start = Date()
         let baseline = try evaluate(model)
@@ -90,8 +90,8 @@ struct PruneCommand: ParsableCommand {
         print(String(format: "wrote %@ (%d rows, %.1f s)", path, rows.count, Date().timeIntervalSince(start)))
     }
 
-    func pruneOnce(_ model: ResNet18, scores: [NeuronScore], threshold: Double, baseline: PruningMetrics,
-                   evaluate: (ResNet18) throws -> PruningMetrics) throws {
+    func pruneOnce(_ model: Model, scores: [NeuronScore], threshold: Double, baseline: BackdoorMetrics,
+                   evaluate: (Model) throws -> BackdoorMetrics) throws {
         let chosen = Pruning.neurons(scores, atOrBelow: threshold)
         try Pruning.prune(model, neurons: chosen)
         let after = try evaluate(model)

@@ -1,6 +1,5 @@
 import ArgumentParser
 import Attacks
-import DNNL
 import Foundation
 
 /// `backdoor run`: every stage from attack to pruned model for each attack, then the report.
@@ -28,10 +27,11 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let threads = options.threads { Runtime.setThreads(threads) } else { Runtime.setThreads(Runtime.availableCores) }
         let experiment = try Experiment(settings: try options.settings(), root: options.outputDir,
                                         dataDirectory: options.dataDir, splitFile: options.splitFile,
-                                        resume: options.resume, quiet: options.quiet)
+                                        resume: options.resume, quiet: options.quiet,
+                                        training: options.compute.backend(for: .training),
+                                        inference: options.compute.backend(for: .inference))
         try experiment.run(attacks: try PoisonType.parseList(attacks))
     }
 }

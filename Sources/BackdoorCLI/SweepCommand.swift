@@ -1,10 +1,11 @@
 import ArgumentParser
 import Attacks
 import Defenses
-import DNNL
 import Foundation
+import Models
 import NN
 import Support
+import Training
 
 /// `backdoor sweep`: the homework's questions on one backdoored model: ANP with several alphas,
 /// pruning at several thresholds.
@@ -42,11 +43,12 @@ struct SweepCommand: ParsableCommand {
     }
 
     func run() throws {
-        Runtime.setThreads(options.threads ?? Runtime.availableCores)
         // The model's stages are reused whenever they match, so a sweep never retrains needlessly.
         let experiment = try Experiment(settings: try options.settings(), root: options.outputDir,
                                         dataDirectory: options.dataDir, splitFile: options.splitFile,
-                                        resume: true, quiet: options.quiet)
+                                        resume: true, quiet: options.quiet,
+                                        training: options.compute.backend(for: .training),
+                                        inference: options.compute.backend(for: .inference))
         try experiment.sweep(attack: try PoisonType.parseList(attack)[0],
                              alphas: try Self.parseNumbers(alphas, flag: "alphas", range: 0...1),
                              thresholds: try Self.parseNumbers(thresholds, flag: "thresholds", range: 0...1))
@@ -68,10 +70,10 @@ extension Experiment {
                                         attackFolder: "sweep")
             let scores = try MaskFile.read(path: anp.file(MaskFile.fileName))
             for threshold in thresholds {
-                let (pruned, _) = try Checkpoint.load(model.modelPath)
+                let (pruned, _) = try Checkpoint.load(model.modelPath, on: inference)
                 let chosen = Pruning.neurons(scores, atOrBelow: threshold)
                 try Pruning.prune(pruned, neurons: chosen)
-                let metrics = try PruningMetrics.evaluate(pruned, clean: sets.clean, poison: sets.poison)
+                let metrics = try BackdoorMetrics.evaluate(pruned, clean: sets.clean, poison: sets.poison)
                 log.say(String(format: "alpha %g, threshold %g: %d neurons pruned, clean accuracy %.2f%%, ASR %.2f%%",
                                alpha, threshold, chosen.count, 100 * metrics.cleanAccuracy, 100 * metrics.poisonAccuracy))
                 rows.append(["anp_alpha": alpha, "threshold": threshold, "pruned_neurons": chosen.count,

@@ -1,9 +1,9 @@
 import ArgumentParser
 import Attacks
 import Datasets
-import DNNL
 import Foundation
 import NN
+import Models
 import Support
 import Training
 
@@ -26,8 +26,6 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Train on the first N images of the attacker's split only (quick runs).") var trainLimit: Int?
     @Option(help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
     @Option(help: "Output folder (models, logs, trigger information).") var outputDir = "runs/train"
-    @Option(help: "Convolution algorithm: direct, or auto (Winograd where oneDNN has it, on AVX-512 CPUs: about 20% faster training, about 200 MiB more memory at width 64).")
-    var convAlgorithm = Convolution.Algorithm.direct
     @Flag(help: "Continue from the last completed epoch of an interrupted run in --output-dir.") var resume = false
     @Flag(help: "No progress bars or per-epoch lines.") var quiet = false
 
@@ -43,7 +41,6 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
-        compute.apply()
         var config = TrainingConfig()
         config.epochs = epochs
         config.batchSize = batchSize
@@ -56,13 +53,13 @@ struct TrainCommand: ParsableCommand {
                                                   testLimit: testLimit, seed: seed, outputDirectory: outputDir,
                                                   quiet: quiet)
         let trainer = try Trainer(config: config, trainSet: prepared.train, cleanTest: prepared.cleanTest,
-                                  poisonTest: prepared.poisonTest, outputDirectory: outputDir)
+                                  poisonTest: prepared.poisonTest, outputDirectory: outputDir,
+                                  backend: compute.backend(for: .training))
         trainer.quiet = quiet
-        trainer.model.convolutionAlgorithm = convAlgorithm
         trainer.checkpointMetadata = ["poison_type": attack.poisonType.rawValue]
         if !quiet {
             print("training ResNet-18 width \(width) (\(trainer.model.parameterCount) parameters) on \(prepared.train.count) images"
-                + " (\(prepared.poisonedCount) poisoned), \(DNNLThreads.describe())")
+                + " (\(prepared.poisonedCount) poisoned), \(trainer.model.backend.summary)")
         }
         try trainer.run(resume: resume)
         if !quiet { print("model: \(trainer.modelPath)") }

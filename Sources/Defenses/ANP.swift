@@ -79,7 +79,7 @@ public enum ANP {
     /// last). With `statePath`, the state is saved there at every log point, and a run with
     /// `resume` continues from the file when it exists. The model's parameters and statistics
     /// are as before when this returns.
-    public static func optimizeMasks(model: ResNet18, data: ANPData, config: ANPConfig, statePath: String? = nil,
+    public static func optimizeMasks(model: Model, data: ANPData, config: ANPConfig, statePath: String? = nil,
                                      resume: Bool = false, evaluationBatchSize: Int = 256,
                                      progress: ProgressBar? = nil,
                                      onLog: (ANPLogEntry) throws -> Void = { _ in }) throws -> ANPResult {
@@ -122,7 +122,7 @@ public enum ANP {
                 windowStart = Date()
             }
         }
-        return ANPResult(layers: layerNames, masks: optimizer.masks, log: log, resumedAt: resumedAt)
+        return ANPResult(layers: layerNames, masks: try optimizer.masks, log: log, resumedAt: resumedAt)
     }
 
     /// Running sums of the mask objective and natural accuracy between log entries.
@@ -164,9 +164,10 @@ public enum ANP {
     /// evaluations), the generator and the iteration, written atomically.
     static func saveState(_ path: String, optimizer: MaskOptimizer, iteration: Int, generator: SeededGenerator) throws {
         var tensors: [String: HostTensor] = [:]
+        let masks = try optimizer.masks, momentum = try optimizer.maskMomentum
         for (i, layer) in optimizer.layers.enumerated() {
-            tensors["mask." + layer.name] = HostTensor(floats: optimizer.masks[i], shape: [layer.channels])
-            if let momentum = optimizer.maskMomentum {
+            tensors["mask." + layer.name] = HostTensor(floats: masks[i], shape: [layer.channels])
+            if let momentum {
                 tensors["mask_momentum." + layer.name] = HostTensor(floats: momentum[i], shape: [layer.channels])
             }
             tensors["running_mean." + layer.name] = HostTensor(floats: try layer.runningMean.plainValues(), shape: [layer.channels])

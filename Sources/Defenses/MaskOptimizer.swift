@@ -1,4 +1,4 @@
-import DNNL
+import Backend
 import NN
 import Support
 
@@ -54,50 +54,62 @@ public struct NeuronPerturbation: Equatable {
     }
 }
 
-/// The Adversarial Neuron Pruning mask optimisation (Wu & Wang 2021) on a ResNet-18, as the
-/// reference's `mask_train`: every BatchNorm channel gets a mask m, and perturbations delta (of
-/// the BN weight) and xi (of the BN bias). The model's weights are never changed: the effective
-/// BN scale and shift go through the layers' overrides, and only activation gradients are
-/// computed (no convolution weight gradients).
+/// The Adversarial Neuron Pruning mask optimisation (Wu & Wang 2021), as the reference's
+/// `mask_train`, on any model with BatchNorm: every BatchNorm layer is swapped for a
+/// NoisyBatchNorm2d (a mask m per channel, perturbations delta of the weight and xi of the
+/// bias). The model's weights are never changed, and only activation gradients are computed
+/// (no convolution weight gradients).
 ///
 /// Training-mode forwards update the BN running statistics, as in the reference (they only
 /// affect the evaluation-mode numbers logged along the way).
 public final class MaskOptimizer {
-    public let model: ResNet18
+    public let model: Model
     public let config: ANPConfig
-    public let layers: [BatchNorm2d]
-    let gamma: NeuronValues
-    let beta: NeuronValues
-    public internal(set) var masks: NeuronValues
-    /// The mask SGD momentum buffer; nil before the first step (PyTorch starts it at the first gradient).
-    public internal(set) var maskMomentum: NeuronValues?
-    public internal(set) var perturbation: NeuronPerturbation
-    private let scales: [Tensor]
-    private let shifts: [Tensor]
+    public let layers: [NoisyBatchNorm2d]
+    /// The mask SGD (momentum 0.9, no weight decay), the same SGD that trains models.
+    let maskSGD: SGD
+    private let robustMaskGradients: [Tensor]
 
-    public init(model: ResNet18, config: ANPConfig) throws {
+    public init(model: Model, config: ANPConfig) throws {
         try config.validate()
         self.model = model
         self.config = config
-        layers = model.batchNorms
-        gamma = try layers.map { try $0.weight.plainValues() }
-        beta = try layers.map { try $0.bias.plainValues() }
-        masks = layers.map { [Float](repeating: 1, count: $0.channels) }
-        let zeros = layers.map { [Float](repeating: 0, count: $0.channels) }
-        perturbation = NeuronPerturbation(delta: zeros, xi: zeros)
-        scales = try gamma.map { try Tensor(shape: [$0.count], values: $0) }
-        shifts = try beta.map { try Tensor(shape: [$0.count], values: $0) }
-        for (i, layer) in layers.enumerated() {
-            layer.scaleOverride = scales[i]
-            layer.shiftOverride = shifts[i]
+        layers = try model.insertNoisyBatchNorms()
+        guard !layers.isEmpty else { throw ANPError("\(model.description) has no BatchNorm layer to mask") }
+        maskSGD = SGD(learningRate: config.learningRate, momentum: config.momentum, weightDecay: 0)
+        robustMaskGradients = try layers.map { try $0.neuronMask.gradient.copy() }
+    }
+
+    /// Puts the model's own BatchNorm layers back (call when done with the optimiser).
+    public func detach() { model.removeNoisyBatchNorms() }
+
+    /// The masks, per layer in model order.
+    public var masks: NeuronValues {
+        get throws { try layers.map { try $0.neuronMask.plainValues() } }
+    }
+
+    /// The mask SGD momentum buffer; nil before the first step (PyTorch starts it at the first gradient).
+    public var maskMomentum: NeuronValues? {
+        get throws {
+            let values = try layers.map { try maskSGD.momentumValues($0.neuronMask) }
+            return values.contains { $0 == nil } ? nil : values.map { $0! }
         }
     }
 
-    /// Gives the BN layers their own weight and bias back (call when done with the optimiser).
-    public func detach() {
-        for layer in layers {
-            layer.scaleOverride = nil
-            layer.shiftOverride = nil
+    /// The current delta and xi.
+    public var perturbation: NeuronPerturbation {
+        get throws {
+            NeuronPerturbation(delta: try layers.map { try $0.neuronNoise.plainValues() },
+                               xi: try layers.map { try $0.neuronNoiseBias.plainValues() })
+        }
+    }
+
+    public func setPerturbation(_ perturbation: NeuronPerturbation) throws {
+        try checkShape(perturbation.delta, "delta")
+        try checkShape(perturbation.xi, "xi")
+        for (i, layer) in layers.enumerated() {
+            try layer.neuronNoise.setPlainValues(perturbation.delta[i])
+            try layer.neuronNoiseBias.setPlainValues(perturbation.xi[i])
         }
     }
 
@@ -105,8 +117,11 @@ public final class MaskOptimizer {
     public func restore(masks: NeuronValues, momentum: NeuronValues?) throws {
         try checkShape(masks, "masks")
         if let momentum { try checkShape(momentum, "mask momentum") }
-        self.masks = masks
-        maskMomentum = momentum
+        maskSGD.reset()
+        for (i, layer) in layers.enumerated() {
+            try layer.neuronMask.setPlainValues(masks[i])
+            if let momentum { try maskSGD.setMomentum(layer.neuronMask, momentum[i]) }
+        }
     }
 
     func checkShape(_ values: NeuronValues, _ what: String) throws {
@@ -115,17 +130,9 @@ public final class MaskOptimizer {
         }
     }
 
-    /// Sets the effective BN scale and shift: perturbed `w (m + delta)`, `b (1 + xi)`; natural `w m`, `b`.
+    /// Perturbed forwards use `w (m + delta)`, `b (1 + xi)`; natural ones `w m`, `b`.
     public func setForward(perturbed: Bool) {
-        for i in layers.indices {
-            let (g, b, m, d, x) = (gamma[i], beta[i], masks[i], perturbation.delta[i], perturbation.xi[i])
-            scales[i].withStorage { s in
-                for c in g.indices { s[c] = g[c] * (perturbed ? m[c] + d[c] : m[c]) }
-            }
-            shifts[i].withStorage { s in
-                for c in b.indices { s[c] = perturbed ? b[c] * (1 + x[c]) : b[c] }
-            }
-        }
+        for layer in layers { layer.perturbed = perturbed }
     }
 
     /// One training-mode forward and backward of the mean cross-entropy.
@@ -135,30 +142,28 @@ public final class MaskOptimizer {
         public var correct: Int
         /// dCE/dm, equal to dCE/ddelta (both enter the scale as `w * (m + delta)`).
         public var mask: NeuronValues
-        /// dCE/dxi (only meaningful for a perturbed forward).
+        /// dCE/dxi (zero for a natural forward).
         public var xi: NeuronValues
     }
 
-    /// Forward (perturbed or natural) on a normalised NCHW batch, cross-entropy, and its
-    /// gradient with respect to masks / perturbations, scaled by `weight` (the loss is not).
-    public func gradients(images: [Float], labels: [Int32], perturbed: Bool, weight: Float = 1) throws -> Gradients {
+    /// Forward (perturbed or natural) and backward; the layers' mask and noise gradients then
+    /// hold the gradient of the cross-entropy scaled by `weight` (the returned loss is not).
+    func pass(images: [Float], labels: [Int32], perturbed: Bool, weight: Float = 1) throws
+        -> (meanLoss: Float, logits: [Float], correct: Int) {
         setForward(perturbed: perturbed)
         let logits = try model.forward(images: images, count: labels.count, mode: .training)
         let ce = CrossEntropy.evaluate(logits: logits, labels: labels, classes: model.numClasses)
         let upstream = weight == 1 ? ce.logitsGradient : ce.logitsGradient.map { $0 * weight }
         try model.backward(logitsGradient: upstream, weightGradients: false, wantInputGradient: false)
-        var gMask = NeuronValues(), gXi = NeuronValues()
-        for (i, layer) in layers.enumerated() {
-            let dScale = try layer.weight.plainGradient()
-            gMask.append(zip(dScale, gamma[i]).map { $0 * $1 })
-            if perturbed {
-                let dShift = try layer.bias.plainGradient()
-                gXi.append(zip(dShift, beta[i]).map { $0 * $1 })
-            } else {
-                gXi.append([Float](repeating: 0, count: layer.channels))
-            }
-        }
-        return Gradients(loss: ce.meanLoss, logits: logits, correct: ce.correct, mask: gMask, xi: gXi)
+        return (ce.meanLoss, logits, ce.correct)
+    }
+
+    /// `pass` with the gradients read back to the host.
+    public func gradients(images: [Float], labels: [Int32], perturbed: Bool, weight: Float = 1) throws -> Gradients {
+        let ce = try pass(images: images, labels: labels, perturbed: perturbed, weight: weight)
+        return Gradients(loss: ce.meanLoss, logits: ce.logits, correct: ce.correct,
+                         mask: try layers.map { try $0.neuronMask.plainGradient() },
+                         xi: try layers.map { try $0.neuronNoiseBias.plainGradient() })
     }
 
     /// Uniform draws in [-eps, eps] for every delta, then every xi, layer by layer.
@@ -191,61 +196,41 @@ public final class MaskOptimizer {
                      generator: inout SeededGenerator) throws -> StepResult {
         let eps = config.eps, alpha = config.alpha
         var noiseLosses: [Float] = []
+        var robustLoss: Float = 0
         if eps > 0 {
-            let start = initialPerturbation ?? drawPerturbation(using: &generator)
-            try checkShape(start.delta, "delta")
-            try checkShape(start.xi, "xi")
-            perturbation = start
+            try setPerturbation(initialPerturbation ?? drawPerturbation(using: &generator))
             // The reference minimises -CE with plain SGD on the gradient's sign: each coordinate
             // moves by eps/steps towards larger CE. No projection back into [-eps, eps].
             let stepSize = eps / Float(config.steps)
             for _ in 0..<config.steps {
-                let g = try gradients(images: images, labels: labels, perturbed: true)
-                noiseLosses.append(g.loss)
-                for i in layers.indices {
-                    for c in 0..<layers[i].channels {
-                        perturbation.delta[i][c] += stepSize * sign(g.mask[i][c])
-                        perturbation.xi[i][c] += stepSize * sign(g.xi[i][c])
-                    }
+                noiseLosses.append(try pass(images: images, labels: labels, perturbed: true).meanLoss)
+                for layer in layers {
+                    try model.backend.addSignStep(layer.neuronNoise.value, direction: layer.neuronNoise.gradient,
+                                                  step: stepSize)
+                    try model.backend.addSignStep(layer.neuronNoiseBias.value, direction: layer.neuronNoiseBias.gradient,
+                                                  step: stepSize)
                 }
             }
+            robustLoss = try pass(images: images, labels: labels, perturbed: true, weight: 1 - alpha).meanLoss
+            for (layer, saved) in zip(layers, robustMaskGradients) {
+                try model.backend.copy(layer.neuronMask.gradient, into: saved)
+            }
         }
-        var gMask = NeuronValues()
-        var robustLoss: Float = 0
+        let natural = try pass(images: images, labels: labels, perturbed: false, weight: alpha)
         if eps > 0 {
-            let robust = try gradients(images: images, labels: labels, perturbed: true, weight: 1 - alpha)
-            robustLoss = robust.loss
-            gMask = robust.mask
+            for (layer, saved) in zip(layers, robustMaskGradients) {
+                try model.backend.add(layer.neuronMask.gradient, saved, into: layer.neuronMask.gradient)
+            }
         }
-        let natural = try gradients(images: images, labels: labels, perturbed: false, weight: alpha)
-        if gMask.isEmpty {
-            gMask = natural.mask
-        } else {
-            for i in gMask.indices { for c in gMask[i].indices { gMask[i][c] += natural.mask[i][c] } }
-        }
-        applyMaskStep(gMask)
-        return StepResult(noiseLosses: noiseLosses, robustLoss: robustLoss, naturalLoss: natural.loss,
-                          loss: alpha * natural.loss + (1 - alpha) * robustLoss, correct: natural.correct)
+        try applyMaskStep()
+        return StepResult(noiseLosses: noiseLosses, robustLoss: robustLoss, naturalLoss: natural.meanLoss,
+                          loss: alpha * natural.meanLoss + (1 - alpha) * robustLoss, correct: natural.correct)
     }
 
-    /// SGD with momentum (PyTorch's: buf = g first, then buf = mu buf + g; m -= lr buf), then
-    /// masks clamped to [0, 1] (the buffer is not).
-    func applyMaskStep(_ gradient: NeuronValues) {
-        var buffer = gradient
-        if let previous = maskMomentum {
-            for i in buffer.indices {
-                for c in buffer[i].indices { buffer[i][c] = config.momentum * previous[i][c] + gradient[i][c] }
-            }
-        }
-        maskMomentum = buffer
-        for i in masks.indices {
-            for c in masks[i].indices {
-                masks[i][c] = min(max(masks[i][c] - config.learningRate * buffer[i][c], 0), 1)
-            }
-        }
+    /// SGD with momentum on the masks' gradients, then masks clamped to [0, 1] (the buffer is not).
+    func applyMaskStep() throws {
+        let masks = layers.map(\.neuronMask)
+        try maskSGD.step(masks)
+        for mask in masks { try model.backend.clamp(mask.value, low: 0, high: 1) }
     }
 }
-
-/// torch.sign: -1, 0 or 1.
-@inline(__always)
-func sign(_ x: Float) -> Float { x > 0 ? 1 : (x < 0 ? -1 : 0) }

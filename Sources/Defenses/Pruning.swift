@@ -4,28 +4,6 @@ import NN
 import Support
 import Training
 
-/// Clean accuracy and attack success of a model: the four numbers of every pruning row.
-public struct PruningMetrics: Equatable {
-    public var poisonLoss: Double
-    /// Attack success rate: accuracy on the triggered non-target test images labelled with the target.
-    public var poisonAccuracy: Double
-    public var cleanLoss: Double
-    public var cleanAccuracy: Double
-
-    public init(poisonLoss: Double, poisonAccuracy: Double, cleanLoss: Double, cleanAccuracy: Double) {
-        (self.poisonLoss, self.poisonAccuracy, self.cleanLoss, self.cleanAccuracy) =
-            (poisonLoss, poisonAccuracy, cleanLoss, cleanAccuracy)
-    }
-
-    /// Evaluation-mode loss and accuracy on the clean test set and the ASR set.
-    public static func evaluate(_ model: ResNet18, clean: ImageSet, poison: ImageSet, batchSize: Int = 256,
-                                progress: ProgressBar? = nil) throws -> PruningMetrics {
-        let p = try Evaluation.evaluate(model, on: poison, batchSize: batchSize, progress: progress)
-        let c = try Evaluation.evaluate(model, on: clean, batchSize: batchSize, progress: progress)
-        return PruningMetrics(poisonLoss: p.loss, poisonAccuracy: p.accuracy, cleanLoss: c.loss, cleanAccuracy: c.accuracy)
-    }
-}
-
 /// Pruning by mask value, as the reference's `prune_neuron_cifar.py`: neurons sorted by mask
 /// (ascending, ties in file order); pruning a neuron sets its BN weight to 0 and keeps its bias.
 public enum Pruning {
@@ -47,11 +25,11 @@ public enum Pruning {
     }
 
     /// Checks that every neuron names a BN layer of the model and a channel it has.
-    public static func validate(_ scores: [NeuronScore], for model: ResNet18, source: String) throws {
+    public static func validate(_ scores: [NeuronScore], for model: Model, source: String) throws {
         let channels = Dictionary(uniqueKeysWithValues: model.batchNorms.map { ($0.name, $0.channels) })
         for score in scores {
             guard let count = channels[score.layer] else {
-                throw FileError(source, "layer \(score.layer) is not a BatchNorm layer of this ResNet-18 (width \(model.width)); expected one of \(model.batchNorms.map(\.name).joined(separator: ", "))")
+                throw FileError(source, "layer \(score.layer) is not a BatchNorm layer of this model (\(model.description)); expected one of \(model.batchNorms.map(\.name).joined(separator: ", "))")
             }
             guard score.index < count else {
                 throw FileError(source, "\(score.layer) neuron \(score.index) is out of range: the layer has \(count) channels")
@@ -60,7 +38,7 @@ public enum Pruning {
     }
 
     /// Sets the BN weight of each neuron to 0 (biases and running statistics stay).
-    public static func prune(_ model: ResNet18, neurons: [NeuronScore]) throws {
+    public static func prune(_ model: Model, neurons: [NeuronScore]) throws {
         let layers = Dictionary(uniqueKeysWithValues: model.batchNorms.map { ($0.name, $0) })
         var byLayer: [String: [Int]] = [:]
         for neuron in neurons { byLayer[neuron.layer, default: []].append(neuron.index) }
@@ -85,7 +63,7 @@ public enum Pruning {
         public var index: Int
         /// The "Mask" column: the threshold (threshold sweeps) or the last pruned neuron's mask.
         public var mask: Double
-        public var metrics: PruningMetrics
+        public var metrics: BackdoorMetrics
 
         /// The reference's line: `{:.2f}` for the count in threshold sweeps, `{}` in number sweeps;
         /// the mask printed as Python prints a float (Swift's description is also the shortest
@@ -110,8 +88,8 @@ public enum Pruning {
     /// 0, step, ..., max (+ step); the row names the first neuron left (the last one once all are
     /// pruned), as the reference does. Number sweeps prune ceil(step) more neurons per row, up to
     /// ceil(max) (+ one step), and name the last pruned neuron; they stop when neurons run out.
-    public static func sweep(_ model: ResNet18, scores: [NeuronScore], mode: Mode, max: Double, step: Double,
-                             evaluate: (ResNet18) throws -> PruningMetrics,
+    public static func sweep(_ model: Model, scores: [NeuronScore], mode: Mode, max: Double, step: Double,
+                             evaluate: (Model) throws -> BackdoorMetrics,
                              onRow: (SweepRow) throws -> Void = { _ in }) throws -> [SweepRow] {
         guard step > 0, step.isFinite else { throw ANPError("--pruning-step \(step) is invalid: expected a number > 0") }
         guard max >= 0, max.isFinite else { throw ANPError("--pruning-max \(max) is invalid: expected a number >= 0") }

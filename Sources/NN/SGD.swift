@@ -1,12 +1,15 @@
-import DNNL
+import Backend
 import Formats
 
 /// SGD as PyTorch's `torch.optim.SGD` with momentum, no dampening, no Nesterov: weight decay is
-/// added to every parameter's gradient, the momentum buffer starts as the first gradient.
-public struct SGD {
+/// added to every parameter's gradient, the momentum buffer starts as the first gradient. The
+/// optimiser owns its momentum buffers (training, fine-tuning and ANP's masks all use this one).
+public final class SGD {
     public var learningRate: Float
     public var momentum: Float
     public var weightDecay: Float
+    /// Keyed by parameter identity; holding the parameter keeps the key from being reused.
+    private var buffers: [ObjectIdentifier: (parameter: Parameter, tensor: Tensor)] = [:]
 
     public init(learningRate: Float = 0.1, momentum: Float = 0.9, weightDecay: Float = 5e-4) {
         self.learningRate = learningRate
@@ -16,22 +19,52 @@ public struct SGD {
 
     public func step(_ parameters: [Parameter]) throws {
         for p in parameters {
-            let fresh = p.momentum == nil
-            if fresh { p.momentum = try Tensor(desc: p.value.desc) }
-            let (lr, mu, wd) = (learningRate, momentum, weightDecay)
-            p.value.withStorage { w in
-                p.gradient.withStorage { g in
-                    p.momentum!.withStorage { buffer in
-                        // Padding of blocked layouts holds zeros in w and g, so it stays zero.
-                        for i in 0..<w.count {
-                            let d = g[i] + wd * w[i]
-                            buffer[i] = fresh ? d : mu * buffer[i] + d
-                            w[i] -= lr * buffer[i]
-                        }
-                    }
-                }
-            }
+            let key = ObjectIdentifier(p)
+            let fresh = buffers[key] == nil
+            var buffer = try buffers[key]?.tensor ?? p.value.backend.makeTensor(p.value.layout)
+            // A buffer restored before the parameter took its compute layout follows it there.
+            if buffer.layout != p.value.layout { buffer = try buffer.relayout(to: p.value.layout) }
+            buffers[key] = (p, buffer)
+            try p.value.backend.sgdStep(value: p.value, gradient: p.gradient, momentum: buffer,
+                                        learningRate: learningRate, momentumFactor: momentum, weightDecay: weightDecay,
+                                        firstStep: fresh)
         }
+    }
+
+    /// Forgets every momentum buffer (the next step starts afresh).
+    public func reset() { buffers.removeAll() }
+
+    /// The momentum buffer of a parameter in PyTorch's order and shape (nil before its first step).
+    public func momentumValues(_ parameter: Parameter) throws -> [Float]? {
+        try buffers[ObjectIdentifier(parameter)]?.tensor.plainValues()
+    }
+
+    /// Momentum buffers in PyTorch's shapes, keyed `momentum.<parameter name>` (for resuming).
+    public func state(_ parameters: [Parameter]) throws -> [String: HostTensor] {
+        var out: [String: HostTensor] = [:]
+        for p in parameters {
+            guard let m = try momentumValues(p) else { continue }
+            out["momentum." + p.name] = HostTensor(floats: m, shape: p.plainShape)
+        }
+        return out
+    }
+
+    /// Restores buffers saved by `state`; parameters without one start afresh.
+    public func restore(_ parameters: [Parameter], from state: [String: HostTensor]) throws {
+        for p in parameters {
+            guard let saved = state["momentum." + p.name] else {
+                buffers[ObjectIdentifier(p)] = nil
+                continue
+            }
+            try setMomentum(p, try saved.floats())
+        }
+    }
+
+    /// Sets one parameter's buffer from plain values.
+    public func setMomentum(_ parameter: Parameter, _ values: [Float]) throws {
+        let buffer = try parameter.value.backend.makeTensor(parameter.value.layout)
+        try buffer.setPlainValues(values)
+        buffers[ObjectIdentifier(parameter)] = (parameter, buffer)
     }
 }
 
@@ -53,30 +86,5 @@ public struct MultiStepSchedule: Codable, Equatable {
         var lr = baseLearningRate
         for _ in 0..<passed { lr *= gamma }
         return lr
-    }
-}
-
-extension SGD {
-    /// Momentum buffers in PyTorch's shapes, keyed `momentum.<parameter name>` (for resuming).
-    public static func momentumState(_ parameters: [Parameter]) throws -> [String: HostTensor] {
-        var out: [String: HostTensor] = [:]
-        for p in parameters {
-            guard let m = p.momentum else { continue }
-            out["momentum." + p.name] = HostTensor(floats: try m.plainValues(), shape: p.plainShape)
-        }
-        return out
-    }
-
-    /// Restores buffers saved by `momentumState`; parameters without one start afresh.
-    public static func restoreMomentum(_ parameters: [Parameter], from state: [String: HostTensor]) throws {
-        for p in parameters {
-            guard let saved = state["momentum." + p.name] else {
-                p.momentum = nil
-                continue
-            }
-            let buffer = try Tensor(desc: p.value.desc)
-            try buffer.setPlainValues(saved.floats())
-            p.momentum = buffer
-        }
     }
 }

@@ -12,7 +12,7 @@ public struct ReportDocument {
         /// A table folded away in HTML (long per-epoch or per-row listings).
         case foldedTable(summary: String, headers: [String], rows: [[String]])
         case plots([Plot])
-        case image(PNGImage, relativePath: String, caption: String)
+        case image(EmbeddedPNG, relativePath: String, caption: String)
         case code(String, language: String)
     }
 

@@ -68,7 +68,7 @@ public struct LogRecord: Equatable {
     public var cleanAccuracy: Double?
 }
 
-public enum RunLog {
+public enum LogFile {
     /// Training log: one record per epoch, keyed by `epoch`.
     public static func loadTraining(path: String) throws -> [LogRecord] {
         try load(path: path, stepKey: "epoch")

@@ -47,7 +47,7 @@ public struct AttackRun {
     /// `train/config.json`, pretty-printed with sorted keys.
     public var trainingConfiguration: Piece<String>
     /// `train/samples.png`: a grid of clean and triggered examples.
-    public var samples: Piece<PNGImage>
+    public var samples: Piece<EmbeddedPNG>
     public var maskValues: Piece<MaskValues>
     public var anpLog: Piece<[LogRecord]>
     public var pruningByThreshold: Piece<PruningTable>
@@ -62,11 +62,11 @@ public struct AttackRun {
         }
         return AttackRun(
             name: name,
-            trainingLog: piece("train/train_log.jsonl", RunLog.loadTraining),
+            trainingLog: piece("train/train_log.jsonl", LogFile.loadTraining),
             trainingConfiguration: piece("train/config.json") { try JSONOutput.string(try RunFileReader.jsonObject($0).object) },
-            samples: piece("train/samples.png", PNGImage.load),
+            samples: piece("train/samples.png", EmbeddedPNG.load),
             maskValues: piece("anp/mask_values.txt", MaskValues.load),
-            anpLog: piece("anp/anp_log.jsonl", RunLog.loadANP),
+            anpLog: piece("anp/anp_log.jsonl", LogFile.loadANP),
             pruningByThreshold: piece("prune/pruning_by_threshold.txt", PruningTable.load),
             pruningByNumber: piece("prune/pruning_by_number.txt", PruningTable.load),
             pruneResult: piece("prune/result.json", PruneResult.load))
@@ -74,12 +74,12 @@ public struct AttackRun {
 }
 
 /// A PNG file's bytes and size (from its IHDR chunk), for embedding as a data URI.
-public struct PNGImage: Equatable {
+public struct EmbeddedPNG: Equatable {
     public var data: Data
     public var width: Int
     public var height: Int
 
-    public static func load(path: String) throws -> PNGImage {
+    public static func load(path: String) throws -> EmbeddedPNG {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw FileError(path, "cannot be read")
         }
@@ -91,7 +91,7 @@ public struct PNGImage: Equatable {
         func bigEndian(_ offset: Int) -> Int {
             bytes[offset..<offset + 4].reduce(0) { $0 << 8 | Int($1) }
         }
-        return PNGImage(data: data, width: bigEndian(16), height: bigEndian(20))
+        return EmbeddedPNG(data: data, width: bigEndian(16), height: bigEndian(20))
     }
 }
 

@@ -17,7 +17,7 @@ public struct EvaluationResult: Equatable {
 
 public enum Evaluation {
     /// Mean cross-entropy and accuracy over `images` (fraction in [0, 1]); empty sets give 0.
-    public static func evaluate(_ model: ResNet18, on images: ImageSet, batchSize: Int = 256,
+    public static func evaluate(_ model: Model, on images: ImageSet, batchSize: Int = 256,
                                 progress: ProgressBar? = nil) throws -> EvaluationResult {
         guard images.count > 0 else { return EvaluationResult(loss: 0, accuracy: 0, images: 0) }
         let loader = BatchLoader.evaluation(images, batchSize: batchSize)
@@ -31,5 +31,28 @@ public enum Evaluation {
         }
         return EvaluationResult(loss: totalLoss / Double(images.count), accuracy: Double(correct) / Double(images.count),
                                 images: images.count)
+    }
+}
+
+/// Clean accuracy and attack success of a model: the four numbers of every
+/// evaluation of a backdoored model (eval stages, pruning rows, sweeps).
+public struct BackdoorMetrics: Equatable {
+    public var poisonLoss: Double
+    /// Attack success rate: accuracy on the triggered non-target test images labelled with the target.
+    public var poisonAccuracy: Double
+    public var cleanLoss: Double
+    public var cleanAccuracy: Double
+
+    public init(poisonLoss: Double, poisonAccuracy: Double, cleanLoss: Double, cleanAccuracy: Double) {
+        (self.poisonLoss, self.poisonAccuracy, self.cleanLoss, self.cleanAccuracy) =
+            (poisonLoss, poisonAccuracy, cleanLoss, cleanAccuracy)
+    }
+
+    /// Evaluation-mode loss and accuracy on the clean test set and the ASR set.
+    public static func evaluate(_ model: Model, clean: ImageSet, poison: ImageSet, batchSize: Int = 256,
+                                progress: ProgressBar? = nil) throws -> BackdoorMetrics {
+        let p = try Evaluation.evaluate(model, on: poison, batchSize: batchSize, progress: progress)
+        let c = try Evaluation.evaluate(model, on: clean, batchSize: batchSize, progress: progress)
+        return BackdoorMetrics(poisonLoss: p.loss, poisonAccuracy: p.accuracy, cleanLoss: c.loss, cleanAccuracy: c.accuracy)
     }
 }

@@ -1,7 +1,8 @@
+import Backend
 import Datasets
-import DNNL
 import Foundation
 import Formats
+import Models
 import NN
 import Support
 
@@ -72,7 +73,9 @@ public struct TrainingError: Error, CustomStringConvertible {
 /// `resume_state.safetensors` so `resume` continues exactly where an interrupted run stopped.
 public final class Trainer {
     public let config: TrainingConfig
-    public let model: ResNet18
+    public let model: Model
+    /// The optimiser and its momentum buffers, kept across epochs and in the resume state.
+    public let sgd: SGD
     public let trainSet: ImageSet
     public let cleanTest: ImageSet
     public let poisonTest: ImageSet?
@@ -86,17 +89,17 @@ public final class Trainer {
     public var modelPath: String { outputDirectory + "/model_last.safetensors" }
     var resumePath: String { outputDirectory + "/resume_state.safetensors" }
 
+    /// The model is built on `backend`; its options (e.g. oneDNN's convolution algorithm) are the
+    /// caller's choice (Winograd's scratch memory would push a width-64 batch-128 step past 1 GiB).
     public init(config: TrainingConfig, trainSet: ImageSet, cleanTest: ImageSet, poisonTest: ImageSet?,
-                outputDirectory: String) throws {
+                outputDirectory: String, backend: Backend) throws {
         self.config = config
         self.trainSet = trainSet
         self.cleanTest = cleanTest
         self.poisonTest = poisonTest
         self.outputDirectory = outputDirectory
-        model = try ResNet18(width: config.width, seed: config.seed)
-        // Winograd's scratch memory would push a width-64 batch-128 step past 1 GiB; callers
-        // that prefer its speed set `model.convolutionAlgorithm = .auto`.
-        model.convolutionAlgorithm = .direct
+        model = try ResNet18.model(width: config.width, seed: config.seed, on: backend)
+        sgd = SGD(learningRate: config.learningRate, momentum: config.momentum, weightDecay: config.weightDecay)
     }
 
     /// Runs the remaining epochs; returns every epoch's record (resumed ones included).
@@ -124,7 +127,7 @@ public final class Trainer {
         for epoch in startEpoch..<config.epochs {
             let start = Date()
             let lr = schedule.learningRate(epoch: epoch)
-            let sgd = SGD(learningRate: lr, momentum: config.momentum, weightDecay: config.weightDecay)
+            sgd.learningRate = lr
             let progress = ProgressBar(total: trainSet.count, label: "epoch \(epoch + 1)/\(config.epochs)", quiet: quiet)
             var lossSum = 0.0, correct = 0, seen = 0
             for batch in loader.epoch(epoch) {
@@ -168,7 +171,7 @@ public final class Trainer {
     /// Model, momentum buffers and the log so far, written atomically after each epoch.
     private func saveResumeState(completedEpochs: Int, records: [EpochRecord]) throws {
         var tensors = try model.stateDict()
-        for (k, v) in try SGD.momentumState(model.parameters) { tensors[k] = v }
+        for (k, v) in try sgd.state(model.parameters) { tensors[k] = v }
         let log = String(decoding: try JSONEncoder().encode(records), as: UTF8.self)
         let configText = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
         try SafeTensors(tensors: tensors, metadata: ["completed_epochs": String(completedEpochs), "records": log,
@@ -194,7 +197,7 @@ public final class Trainer {
         }
         let modelTensors = file.tensors.filter { !$0.key.hasPrefix("momentum.") }
         try model.load(stateDict: modelTensors, source: resumePath)
-        try SGD.restoreMomentum(model.parameters, from: file.tensors)
+        try sgd.restore(model.parameters, from: file.tensors)
         return (completed, records)
     }
 }

@@ -2,7 +2,9 @@ import Datasets
 import NN
 import Support
 import XCTest
+import Models
 @testable import Attacks
+import TestSupport
 
 final class CleanLabelPGDTests: XCTestCase {
     static let normalization = Normalization.cifar10
@@ -227,7 +229,7 @@ final class CleanLabelPGDTests: XCTestCase {
 /// PGD against the project's ResNet-18 (a narrow one, so the debug build stays quick).
 final class CleanLabelPGDResNetTests: XCTestCase {
     func testPGDRaisesTheLossOfAResNetWithinEpsilon() throws {
-        let model = try ResNet18(width: 2, seed: 3)
+        let model = try ResNet18.model(width: 2, seed: 3, on: testBackend)
         var generator = SeededGenerator(seed: 4)
         let pixels = (0..<4 * ImageSet.pixelsPerImage).map { _ in UInt8(truncatingIfNeeded: generator.next() >> 56) }
         let unlabelled = ImageSet(pixels: pixels, labels: [0, 0, 0, 0])

@@ -4,6 +4,7 @@ import Foundation
 import Support
 import XCTest
 @testable import Attacks
+import TestSupport
 
 final class PoisonedSetFolderTests: XCTestCase {
     var directory: String!

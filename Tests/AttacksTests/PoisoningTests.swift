@@ -2,6 +2,7 @@ import Datasets
 import Support
 import XCTest
 @testable import Attacks
+import TestSupport
 
 final class PoisoningTests: XCTestCase {
     /// 200 images with labels 0...9 repeating and seeded random pixels.

@@ -1,6 +1,7 @@
 import XCTest
 import Support
 @testable import Attacks
+import TestSupport
 
 /// The ANP reference code's `torch.save(dict)` trigger information opens like our own files.
 final class ReferenceTriggerInfoTests: XCTestCase {

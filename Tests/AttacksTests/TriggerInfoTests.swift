@@ -3,6 +3,7 @@ import Formats
 import Support
 import XCTest
 @testable import Attacks
+import TestSupport
 
 final class TriggerInfoTests: XCTestCase {
     var directory: String!

@@ -3,6 +3,7 @@ import Foundation
 import Support
 import XCTest
 @testable import Attacks
+import TestSupport
 
 final class TriggerTests: XCTestCase {
     // MARK: Cell by cell against the reference's definitions

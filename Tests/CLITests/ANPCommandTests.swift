@@ -4,7 +4,9 @@ import Foundation
 import NN
 import Support
 import XCTest
+import Models
 @testable import BackdoorCLI
+import TestSupport
 
 final class ANPCommandTests: XCTestCase {
     private func temporaryDirectory() throws -> String {
@@ -55,7 +57,7 @@ final class ANPCommandTests: XCTestCase {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
         let dir = try temporaryDirectory()
         let modelPath = dir + "/model.safetensors", infoPath = dir + "/trigger_info.safetensors"
-        try Checkpoint.save(try ResNet18(width: 4, seed: 3), to: modelPath)
+        try Checkpoint.save(try ResNet18.model(width: 4, seed: 3, on: testBackend), to: modelPath)
         try TriggerInfo(poisonType: "badnets", trigger: try Trigger.standard(.checkerboard1Corner, alpha: 1), target: 0)
             .write(path: infoPath)
         let anp = try ANPCommand.parse([
@@ -67,7 +69,7 @@ final class ANPCommandTests: XCTestCase {
         let log = try String(contentsOfFile: dir + "/anp/anp_log.txt", encoding: .utf8)
         XCTAssertTrue(log.contains(ANPLogEntry.header + "\n3 \t 5.000 \t "), log)
         let scores = try MaskFile.read(path: dir + "/anp/mask_values.txt")
-        let model = try ResNet18(width: 4)
+        let model = try ResNet18.model(width: 4, on: testBackend)
         XCTAssertEqual(scores.count, model.batchNorms.reduce(0) { $0 + $1.channels })
         XCTAssertTrue(scores.allSatisfy { $0.value >= 0 && $0.value <= 1 })
 
@@ -78,8 +80,8 @@ final class ANPCommandTests: XCTestCase {
             "--pruned-checkpoint", dir + "/pruned.safetensors", "--test-limit", "300",
         ])
         try prune.run()
-        let (original, _) = try Checkpoint.load(modelPath)
-        let (pruned, _) = try Checkpoint.load(dir + "/pruned.safetensors")
+        let (original, _) = try Checkpoint.load(modelPath, on: testBackend)
+        let (pruned, _) = try Checkpoint.load(dir + "/pruned.safetensors", on: testBackend)
         let chosen = Pruning.neurons(scores, atOrBelow: threshold)
         XCTAssertGreaterThanOrEqual(chosen.count, 6)
         for (a, b) in zip(original.batchNorms, pruned.batchNorms) {

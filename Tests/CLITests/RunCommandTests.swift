@@ -4,6 +4,7 @@ import Foundation
 import Support
 import XCTest
 @testable import BackdoorCLI
+import TestSupport
 
 /// `backdoor run` end to end on real CIFAR-10 at toy size (width 16: oneDNN trains narrower
 /// networks far slower here; a few hundred images, 2 epochs, 4 ANP iterations, 200 test images).
@@ -28,7 +29,8 @@ final class RunCommandTests: XCTestCase {
         let options = try RunCommand.parse(["--output-dir", root, "--data-dir", data] + Self.tinyFlags + extra
             + (resume ? ["--resume"] : [])).options
         return try Experiment(settings: try options.settings(), root: root, dataDirectory: data, splitFile: nil,
-                              resume: resume, quiet: true)
+                              resume: resume, quiet: true, training: options.compute.backend(for: .training),
+                              inference: options.compute.backend(for: .inference))
     }
 
     private func json(_ path: String) throws -> [String: Any] {
@@ -232,9 +234,10 @@ final class RunCommandTests: XCTestCase {
         try straight.run(attacks: [.badnets])
 
         let interrupted = try experiment(base + "/resumed", data: data)
-        interrupted.interruptAfterEpoch = 1
+        struct Interrupted: Error {}
+        interrupted.onEpoch = { _, record in if record.epoch == 1 { throw Interrupted() } }
         XCTAssertThrowsError(try interrupted.run(attacks: [.badnets])) { error in
-            XCTAssertTrue(error is Experiment.Interrupted, "\(error)")
+            XCTAssertTrue(error is Interrupted, "\(error)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/resumed/badnets/train/done.json"))
         XCTAssertEqual(try text(base + "/resumed/badnets/train/train_log.jsonl").split(separator: "\n").count, 1)

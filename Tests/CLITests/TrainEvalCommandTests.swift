@@ -3,6 +3,7 @@ import Formats
 import Support
 import XCTest
 @testable import BackdoorCLI
+import TestSupport
 
 /// `backdoor train` and `backdoor eval` end to end on a sliver of the shared CIFAR-10 copy.
 final class TrainEvalCommandTests: XCTestCase {

@@ -2,6 +2,7 @@ import Datasets
 import Foundation
 import Support
 import XCTest
+import TestSupport
 
 final class AugmentationTests: XCTestCase {
     /// The transform written plainly: pad the HWC image with zeros, crop, mirror, normalise.

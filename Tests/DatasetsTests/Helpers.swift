@@ -2,6 +2,7 @@ import Datasets
 import Foundation
 import Support
 import XCTest
+import TestSupport
 
 /// Fixture paths and scratch folders shared by the Datasets tests.
 enum Fixture {

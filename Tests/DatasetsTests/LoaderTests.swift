@@ -2,6 +2,7 @@ import Datasets
 import Foundation
 import Support
 import XCTest
+import TestSupport
 
 final class LoaderTests: XCTestCase {
     func testBinaryFixturesLoadInOfficialOrder() throws {

@@ -1,8 +1,10 @@
 import XCTest
+import Models
 import Datasets
 import NN
 import Support
 @testable import Defenses
+import TestSupport
 
 final class ANPRunTests: XCTestCase {
     func randomImages(_ count: Int, seed: UInt64) -> ImageSet {
@@ -23,12 +25,12 @@ final class ANPRunTests: XCTestCase {
     func testRunLogsRestoresTheModelAndResumesExactly() throws {
         let data = ANPData(defender: randomImages(20, seed: 1), cleanTest: randomImages(12, seed: 2),
                            poisonTest: randomImages(9, seed: 3))
-        let model = try ResNet18(width: 4, seed: 4)
+        let model = try ResNet18.model(width: 4, seed: 4, on: testBackend)
         let before = try model.stateDict()
         var logged: [ANPLogEntry] = []
         let full = try ANP.optimizeMasks(model: model, data: data, config: config()) { logged.append($0) }
         XCTAssertEqual(try model.stateDict(), before, "ANP leaves the model's parameters and statistics as they were")
-        XCTAssertTrue(model.batchNorms.allSatisfy { $0.scaleOverride == nil && $0.shiftOverride == nil })
+        XCTAssertFalse(model.batchNorms.contains { $0 is NoisyBatchNorm2d }, "ANP puts the model's own BatchNorms back")
         XCTAssertEqual(full.log, logged)
         XCTAssertEqual(full.log.map(\.iteration), [2, 4])
         XCTAssertNotNil(full.log[0].poisonAccuracy)

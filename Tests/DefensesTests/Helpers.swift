@@ -1,7 +1,9 @@
 import XCTest
+import Models
 import Formats
 import NN
 import Support
+import TestSupport
 
 enum Fixture {
     static func load(_ relativePath: String) throws -> SafeTensors {
@@ -9,11 +11,11 @@ enum Fixture {
     }
 
     /// The width-4 ResNet-18 (`init.*`) and the batch of Fixtures/nn/resnet18_w4.safetensors.
-    static func goldenModel() throws -> (model: ResNet18, images: [Float], labels: [Int32]) {
+    static func goldenModel() throws -> (model: Model, images: [Float], labels: [Int32]) {
         let file = try load("nn/resnet18_w4.safetensors")
         var state: [String: HostTensor] = [:]
         for (name, t) in file.tensors where name.hasPrefix("init.") { state[String(name.dropFirst(5))] = t }
-        let model = try ResNet18(width: 4)
+        let model = try ResNet18.model(width: 4, on: testBackend)
         try model.load(stateDict: state)
         return (model, try file.f("x"), try file.tensors["labels"]!.int64s().map { Int32($0) })
     }

@@ -1,8 +1,11 @@
 import XCTest
+import Models
 import Formats
 import NN
 import Support
 @testable import Defenses
+import Training
+import TestSupport
 
 final class MaskFileTests: XCTestCase {
     func testWritesTheReferenceFormatAndRoundTrips() throws {
@@ -38,7 +41,7 @@ final class MaskFileTests: XCTestCase {
 
 final class PruningTests: XCTestCase {
     func testPruningZeroesExactlyTheChosenBatchNormWeights() throws {
-        let model = try ResNet18(width: 4, seed: 2)
+        let model = try ResNet18.model(width: 4, seed: 2, on: testBackend)
         var generator = SeededGenerator(seed: 3)
         for bn in model.batchNorms {  // no zeros to start with, non-zero biases
             try bn.weight.setPlainValues((0..<bn.channels).map { _ in 0.5 + generator.nextFloat() })
@@ -76,9 +79,9 @@ final class PruningTests: XCTestCase {
     }
 
     /// Counts zeroed BN weights as the "evaluation", so each row shows what was pruned by then.
-    func zeroCount(_ model: ResNet18) throws -> PruningMetrics {
+    func zeroCount(_ model: Model) throws -> BackdoorMetrics {
         let zeros = try model.batchNorms.reduce(0) { $0 + (try $1.weight.plainValues()).filter { $0 == 0 }.count }
-        return PruningMetrics(poisonLoss: Double(zeros), poisonAccuracy: 0.5, cleanLoss: 1.23456, cleanAccuracy: 0.9)
+        return BackdoorMetrics(poisonLoss: Double(zeros), poisonAccuracy: 0.5, cleanLoss: 1.23456, cleanAccuracy: 0.9)
     }
 
     func scores() -> [NeuronScore] {
@@ -88,7 +91,7 @@ final class PruningTests: XCTestCase {
     }
 
     func testThresholdSweepFollowsTheReference() throws {
-        let model = try ResNet18(width: 4, seed: 1)
+        let model = try ResNet18.model(width: 4, seed: 1, on: testBackend)
         let rows = try Pruning.sweep(model, scores: scores(), mode: .threshold, max: 0.2, step: 0.1, evaluate: zeroCount)
         // Thresholds 0, 0.1, 0.2, 0.30000000000000004: 2, 3, 4, 5 neurons at or below.
         XCTAssertEqual(rows.map(\.pruned), [2, 3, 4, 5])
@@ -105,7 +108,7 @@ final class PruningTests: XCTestCase {
     }
 
     func testNumberSweepPrunesStepNeuronsPerRow() throws {
-        let model = try ResNet18(width: 4, seed: 1)
+        let model = try ResNet18.model(width: 4, seed: 1, on: testBackend)
         let rows = try Pruning.sweep(model, scores: scores(), mode: .number, max: 4, step: 2, evaluate: zeroCount)
         // Rows after 2, 4 and 6 neurons (starts 0, 2, 4 <= max 4), naming the last pruned neuron.
         XCTAssertEqual(rows.map(\.pruned), [2, 4, 6])

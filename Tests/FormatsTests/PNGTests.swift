@@ -2,6 +2,7 @@ import Foundation
 import Support
 import XCTest
 @testable import Formats
+import TestSupport
 
 final class PNGTests: XCTestCase {
     private func path(_ name: String) -> String { FixturePaths.formats("png/\(name)") }

@@ -1,5 +1,7 @@
 import XCTest
-import DNNL
+import Backend
+import Models
+import OneDNNBackend
 import Support
 @testable import NN
 
@@ -11,13 +13,13 @@ final class ConvolutionAlgorithmTests: XCTestCase {
     let batch = 64, width = 16
 
     func testAutoPicksWinogradOnAVX512AndDirectElsewhere() throws {
-        func forwardKernel(_ algorithm: Convolution.Algorithm) throws -> String {
-            try Convolution.get(.init(batch: batch, inChannels: width, outChannels: width, height: 32, width: 32,
-                                      kernel: 3, stride: 1, padding: 1, algorithm: algorithm)).implementations()[0]
+        func forwardKernel(_ algorithm: ConvolutionAlgorithm) throws -> String {
+            try OneDNN(.init(convolutionAlgorithm: algorithm)).convolution(.init(batch: batch, inChannels: width, outChannels: width, height: 32, width: 32,
+                                      kernel: 3, stride: 1, padding: 1)).implementations()[0]
         }
         let auto = try forwardKernel(.auto), direct = try forwardKernel(.direct)
         XCTAssertFalse(direct.contains("wino"), direct)
-        if Runtime.hasAVX512 {
+        if OneDNN.hasAVX512 {
             XCTAssertTrue(auto.contains("wino"), "auto on an AVX-512 CPU chose \(auto)")
         } else {
             XCTAssertEqual(auto, direct)
@@ -32,9 +34,8 @@ final class ConvolutionAlgorithmTests: XCTestCase {
         let images = (0..<(batch * 3072)).map { _ in generator.nextGaussian() }
         let rounded = images.map { $0 * (1 + 1e-5 * generator.nextGaussian()) }
         let labels = (0..<batch).map { _ in Int32(generator.next() % 10) }
-        func passes(_ algorithm: Convolution.Algorithm, _ images: [Float]) throws -> [(String, [Float])] {
-            let model = try ResNet18(width: width, seed: 3)
-            model.convolutionAlgorithm = algorithm
+        func passes(_ algorithm: ConvolutionAlgorithm, _ images: [Float]) throws -> [(String, [Float])] {
+            let model = try ResNet18.model(width: width, seed: 3, on: OneDNN(.init(convolutionAlgorithm: algorithm)))
             let (_, evalLogits, inputGradient) = try model.lossAndInputGradient(images: images, labels: labels)
             let trainLogits = try model.forward(images: images, count: batch, mode: .training)
             let ce = CrossEntropy.evaluate(logits: trainLogits, labels: labels, classes: 10)

@@ -2,6 +2,8 @@ import XCTest
 import Formats
 import Support
 @testable import NN
+import Models
+import TestSupport
 
 /// A width-4 ResNet-18 against PyTorch (Fixtures/nn/resnet18_w4.safetensors): logits, loss,
 /// every parameter gradient, and the whole state after two SGD steps.
@@ -20,7 +22,7 @@ final class GoldenResNetTests: XCTestCase {
 
     func testForwardGradientsAndTwoSGDSteps() throws {
         let g = try Fixture.load("nn/resnet18_w4.safetensors")
-        let model = try ResNet18(width: 4)
+        let model = try ResNet18.model(width: 4, on: testBackend)
         try model.load(stateDict: prefixed(g, "init."))
         let x = try g.f("x")
         let labels = try g.tensors["labels"]!.int64s().map { Int32($0) }
@@ -62,25 +64,25 @@ final class GoldenResNetTests: XCTestCase {
         let url = URL(fileURLWithPath: SharedData.packageRoot() + "/Fixtures/nn/resnet18_param_count.json")
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
         let entries = json["width4_state_dict"] as! [[String: Any]]
-        let layout = ResNet18.stateDictLayout(width: 4)
+        let layout = try ResNet18.model(width: 4, on: testBackend).stateDictLayout()
         XCTAssertEqual(layout.map(\.name), entries.map { $0["name"] as! String })
         XCTAssertEqual(layout.map(\.shape), entries.map { $0["shape"] as! [Int] })
         let counts = json["parameter_counts"] as! [String: Int]
         for width in [4, 16, 64] {
-            let model = try ResNet18(width: width)
+            let model = try ResNet18.model(width: width, on: testBackend)
             XCTAssertEqual(model.parameterCount, counts[String(width)], "width \(width)")
         }
     }
 
     func testCheckpointRoundTripGivesSameLogits() throws {
-        let model = try ResNet18(width: 4, seed: 9)
+        let model = try ResNet18.model(width: 4, seed: 9, on: testBackend)
         var generator = SeededGenerator(seed: 2)
         let x = (0..<(2 * 3072)).map { _ in generator.nextGaussian() }
         _ = try model.forward(images: x, count: 2, mode: .training)  // non-trivial running stats
         let before = try model.forward(images: x, count: 2, mode: .evaluation)
         let path = NSTemporaryDirectory() + "ckpt-\(UUID().uuidString).safetensors"
         try Checkpoint.save(model, to: path)
-        let (loaded, warnings) = try Checkpoint.load(path)
+        let (loaded, warnings) = try Checkpoint.load(path, on: testBackend)
         XCTAssertTrue(warnings.isEmpty)
         XCTAssertEqual(loaded.width, 4)
         XCTAssertEqual(try loaded.forward(images: x, count: 2, mode: .evaluation), before)
@@ -88,7 +90,7 @@ final class GoldenResNetTests: XCTestCase {
     }
 
     func testMismatchedStateDictIsAnErrorListingNames() throws {
-        let model = try ResNet18(width: 4)
+        let model = try ResNet18.model(width: 4, on: testBackend)
         var state = try model.stateDict()
         state["linear.bias"] = nil
         state["extra.weight"] = HostTensor(floats: [1], shape: [1])

@@ -2,7 +2,8 @@ import XCTest
 import Formats
 import Support
 @testable import NN
-import DNNL
+import Backend
+import TestSupport
 
 enum Fixture {
     static func load(_ relativePath: String) throws -> SafeTensors {
@@ -32,8 +33,36 @@ func assertClose(_ a: [Float], _ b: [Float], rtol: Float = 1e-4, atol: Float = 1
     }
 }
 
-/// A plain tensor reordered into `like`'s layout.
+/// A plain tensor converted into `like`'s layout.
 func tensor(_ values: [Float], shape: [Int], like: Tensor? = nil) throws -> Tensor {
-    let t = try Tensor(shape: shape, values: values)
-    return try like.map { try t.reordered(to: $0.desc) } ?? t
+    let t = try testBackend.upload(values, shape: shape)
+    return try like.map { try t.relayout(to: $0.layout) } ?? t
+}
+
+/// A forward pass for one layer's call.
+func forwardPass(_ mode: Mode = .evaluation) -> ForwardPass {
+    ForwardPass(mode: mode, transients: TensorPool(backend: testBackend))
+}
+
+/// A backward pass for one layer's call.
+func backwardPass(weightGradients: Bool = true) -> BackwardPass {
+    BackwardPass(weightGradients: weightGradients, pool: TensorPool(backend: testBackend))
+}
+
+/// Compares `analytic` with central differences (f(v + h e_i) - f(v - h e_i)) / 2h at `samples`
+/// random coordinates, within `tolerance` times the largest analytic magnitude.
+func assertMatchesFiniteDifferences(_ what: String, values: [Float], analytic: [Float], samples: Int = 12,
+                                    step: Float = 1e-2, tolerance: Float = 2e-2, generator: inout SeededGenerator,
+                                    file: StaticString = #filePath, line: UInt = #line,
+                                    _ f: ([Float]) throws -> Double) throws {
+    XCTAssertEqual(values.count, analytic.count, what, file: file, line: line)
+    let scale = max(analytic.map(abs).max() ?? 0, 1e-3)
+    for _ in 0..<samples {
+        let i = Int(generator.next() % UInt64(values.count))
+        var plus = values, minus = values
+        plus[i] += step
+        minus[i] -= step
+        let numeric = Float((try f(plus) - f(minus)) / Double(2 * step))
+        XCTAssertEqual(analytic[i], numeric, accuracy: tolerance * scale, "\(what)[\(i)]", file: file, line: line)
+    }
 }

@@ -1,5 +1,6 @@
 import XCTest
-import DNNL
+import Backend
+import OneDNNBackend
 @testable import NN
 
 /// Every convolution of the CPU-sized and real ResNet-18 widths runs on an optimised oneDNN
@@ -8,14 +9,14 @@ final class KernelChoiceTests: XCTestCase {
     func testNoConvolutionFallsBackToAReferenceKernel() throws {
         for width in [4, 8, 16, 64] {
             for batch in [1, 64] {
-                for algorithm in Convolution.Algorithm.allCases {
+                for algorithm in ConvolutionAlgorithm.allCases {
+                    let backend = try OneDNN(.init(convolutionAlgorithm: algorithm))
                     var channels = 3, size = 32, slow: [String] = []
                     func probe(_ inC: Int, _ outC: Int, _ kernel: Int, _ stride: Int, _ padding: Int) throws {
-                        let conv = try Convolution.get(.init(batch: batch, inChannels: inC, outChannels: outC, height: size,
-                                                             width: size, kernel: kernel, stride: stride, padding: padding,
-                                                             algorithm: algorithm))
+                        let conv = try backend.convolution(.init(batch: batch, inChannels: inC, outChannels: outC, height: size,
+                                                             width: size, kernel: kernel, stride: stride, padding: padding))
                         for impl in try conv.implementations() where impl.hasPrefix("ref") {
-                            slow.append("\(conv.config): \(impl)")
+                            slow.append("\(conv.geometry): \(impl)")
                         }
                     }
                     try probe(channels, width, 3, 1, 1)

@@ -1,14 +1,16 @@
 import XCTest
+import Models
 import Formats
 import Support
 @testable import NN
+import TestSupport
 
 /// A state_dict saved by `torch.save` opens as a model whose logits equal PyTorch's.
 final class PyTorchImportTests: XCTestCase {
     let torchFolder = SharedData.packageRoot() + "/Fixtures/formats/torch/"
 
     func testImportedNarrowModelGivesPyTorchLogits() throws {
-        let (model, warnings) = try Checkpoint.load(torchFolder + "resnet18_narrow.pt")
+        let (model, warnings) = try Checkpoint.load(torchFolder + "resnet18_narrow.pt", on: testBackend)
         XCTAssertEqual(warnings, [])
         XCTAssertEqual(model.width, 2, "width inferred from conv1.weight")
         let io = try SafeTensors.read(path: torchFolder + "resnet18_narrow_io.safetensors")
@@ -17,7 +19,7 @@ final class PyTorchImportTests: XCTestCase {
     }
 
     func testConvertedCheckpointKeepsEveryTensorBitExact() throws {
-        let (model, _) = try Checkpoint.load(torchFolder + "resnet18_narrow.pt")
+        let (model, _) = try Checkpoint.load(torchFolder + "resnet18_narrow.pt", on: testBackend)
         let path = NSTemporaryDirectory() + "converted-\(UUID().uuidString).safetensors"
         try Checkpoint.save(model, to: path)
         let expected = try SafeTensors.read(path: torchFolder + "resnet18_narrow_expected.safetensors")
@@ -28,7 +30,7 @@ final class PyTorchImportTests: XCTestCase {
     }
 
     func testMaliciousCheckpointIsRefusedNamingTheGlobal() throws {
-        XCTAssertThrowsError(try Checkpoint.load(torchFolder + "evil_os_system.pt")) { error in
+        XCTAssertThrowsError(try Checkpoint.load(torchFolder + "evil_os_system.pt", on: testBackend)) { error in
             XCTAssertTrue("\(error)".contains("system"), "\(error)")
         }
     }

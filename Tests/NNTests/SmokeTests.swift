@@ -1,10 +1,12 @@
 import XCTest
+import Models
 @testable import NN
 import Support
+import TestSupport
 
 final class SmokeTests: XCTestCase {
     func testForwardBackwardRuns() throws {
-        let model = try ResNet18(width: 4, seed: 1)
+        let model = try ResNet18.model(width: 4, seed: 1, on: testBackend)
         var g = SeededGenerator(seed: 3)
         let n = 4
         let x = (0..<(n * 3 * 32 * 32)).map { _ in g.nextGaussian() }

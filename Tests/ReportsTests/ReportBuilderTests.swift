@@ -83,7 +83,7 @@ final class ReportBuilderTests: XCTestCase {
         XCTAssertEqual(sweep.first, ["0.10", "0.10", "79.60%", "25.64%", "29"])
         let timings = htmlTableRows(id: "timings-table", in: report.html)
         // Training time: the sum of the 12 per-epoch times of badnets/train/train_log.jsonl.
-        let log = try RunLog.loadTraining(path: ReportFixtures.run + "/badnets/train/train_log.jsonl")
+        let log = try LogFile.loadTraining(path: ReportFixtures.run + "/badnets/train/train_log.jsonl")
         let seconds = log.compactMap(\.seconds).reduce(0, +)
         XCTAssertEqual(timings.first?.prefix(3), ["badnets", "12", "\(Int(seconds.rounded())) s (\(Int(seconds.rounded()) / 60):\(String(format: "%02d", Int(seconds.rounded()) % 60)))"])
     }

@@ -17,7 +17,7 @@ final class RunFilesTests: XCTestCase {
     }
 
     func testTrainingLog() throws {
-        let log = try RunLog.loadTraining(path: ReportFixtures.run + "/badnets/train/train_log.jsonl")
+        let log = try LogFile.loadTraining(path: ReportFixtures.run + "/badnets/train/train_log.jsonl")
         XCTAssertEqual(log.map(\.step), Array(1...12))
         XCTAssertEqual(log.first?.learningRate, 0.1)
         XCTAssertEqual(log.last?.poisonAccuracy, 0.9962)
@@ -25,7 +25,7 @@ final class RunFilesTests: XCTestCase {
     }
 
     func testANPLogAndResult() throws {
-        let log = try RunLog.loadANP(path: ReportFixtures.run + "/blend/anp/anp_log.jsonl")
+        let log = try LogFile.loadANP(path: ReportFixtures.run + "/blend/anp/anp_log.jsonl")
         XCTAssertEqual(log.map(\.step), Array(stride(from: 20, through: 200, by: 20)))
         let result = try PruneResult.load(path: ReportFixtures.run + "/blend/prune/result.json")
         XCTAssertEqual(result.threshold, 0.2)
@@ -84,13 +84,13 @@ final class RunFilesTests: XCTestCase {
         let directory = try ReportFixtures.temporaryDirectory(self)
         let log = directory + "/train_log.jsonl"
         try write("{\"epoch\": 1, \"clean_acc\": 0.5}\n{\"epoch\": 2, \"clean_acc\": \"high\"}\n", to: log)
-        assertThrows(try RunLog.loadTraining(path: log), mentioning: [log, "line 2", "clean_acc", "a string"])
+        assertThrows(try LogFile.loadTraining(path: log), mentioning: [log, "line 2", "clean_acc", "a string"])
         try write("{\"epoch\": 1}\nnot json\n", to: log)
-        assertThrows(try RunLog.loadTraining(path: log), mentioning: [log, "line 2", "not valid JSON"])
+        assertThrows(try LogFile.loadTraining(path: log), mentioning: [log, "line 2", "not valid JSON"])
         try write("{\"epoch\": 2}\n{\"epoch\": 1}\n", to: log)
-        assertThrows(try RunLog.loadTraining(path: log), mentioning: ["line 2", "\"epoch\" 1 does not follow 2"])
+        assertThrows(try LogFile.loadTraining(path: log), mentioning: ["line 2", "\"epoch\" 1 does not follow 2"])
         try write("{\"iteration\": 20}\n", to: log)
-        assertThrows(try RunLog.loadTraining(path: log), mentioning: ["line 1", "missing number \"epoch\""])
+        assertThrows(try LogFile.loadTraining(path: log), mentioning: ["line 1", "missing number \"epoch\""])
 
         let masks = directory + "/mask_values.txt"
         try write("No\tLayer Name\tNeuron Idx\tMask Score\n0\tbn1\t0\t0.5\n1\tbn1\t1\tabc\n", to: masks)
@@ -118,12 +118,12 @@ final class RunFilesTests: XCTestCase {
 
         let image = directory + "/samples.png"
         try write("GIF89a not a png at all", to: image)
-        assertThrows(try PNGImage.load(path: image), mentioning: [image, "not a PNG"])
-        assertThrows(try RunLog.loadANP(path: directory + "/absent.jsonl"), mentioning: ["absent.jsonl", "does not exist"])
+        assertThrows(try EmbeddedPNG.load(path: image), mentioning: [image, "not a PNG"])
+        assertThrows(try LogFile.loadANP(path: directory + "/absent.jsonl"), mentioning: ["absent.jsonl", "does not exist"])
     }
 
     func testPNGSize() throws {
-        let image = try PNGImage.load(path: ReportFixtures.run + "/badnets/train/samples.png")
+        let image = try EmbeddedPNG.load(path: ReportFixtures.run + "/badnets/train/samples.png")
         // 8 columns and 2 rows of 32-pixel images with 2-pixel gaps.
         XCTAssertEqual(image.width, 8 * 32 + 7 * 2)
         XCTAssertEqual(image.height, 2 * 32 + 2)

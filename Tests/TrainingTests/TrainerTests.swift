@@ -1,9 +1,11 @@
 import XCTest
+import Models
 import Datasets
 import Formats
 import NN
 import Support
 @testable import Training
+import TestSupport
 
 /// Short real runs on the shared CIFAR-10 copy (skipped outside the workplace unless required).
 final class TrainerTests: XCTestCase {
@@ -38,7 +40,7 @@ final class TrainerTests: XCTestCase {
         let test = cifar.test.subset(Array(0..<500))
         let directory = temporaryDirectory()
         let trainer = try Trainer(config: config(epochs: 3), trainSet: train, cleanTest: test, poisonTest: nil,
-                                  outputDirectory: directory)
+                                  outputDirectory: directory, backend: testBackend)
         trainer.quiet = true
         let records = try trainer.run()
         XCTAssertEqual(records.map(\.epoch), [1, 2, 3])
@@ -56,7 +58,7 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(text.hasPrefix(EpochRecord.header))
 
         // The saved model evaluates to the logged accuracy.
-        let (model, _) = try Checkpoint.load(directory + "/model_last.safetensors")
+        let (model, _) = try Checkpoint.load(directory + "/model_last.safetensors", on: testBackend)
         XCTAssertEqual(try Evaluation.evaluate(model, on: test).accuracy, records.last!.cleanAcc, accuracy: 1e-9)
     }
 
@@ -66,17 +68,17 @@ final class TrainerTests: XCTestCase {
         let test = cifar.test.subset(Array(0..<100))
         let straight = temporaryDirectory(), resumed = temporaryDirectory()
         let full = try Trainer(config: config(epochs: 2), trainSet: train, cleanTest: test, poisonTest: nil,
-                               outputDirectory: straight)
+                               outputDirectory: straight, backend: testBackend)
         full.quiet = true
         let expected = try full.run()
 
         // An interrupted run: it completed one epoch of two.
         let first = try Trainer(config: config(epochs: 1), trainSet: train, cleanTest: test, poisonTest: nil,
-                                outputDirectory: resumed)
+                                outputDirectory: resumed, backend: testBackend)
         first.quiet = true
         try first.run()
         let second = try Trainer(config: config(epochs: 2), trainSet: train, cleanTest: test, poisonTest: nil,
-                                 outputDirectory: resumed)
+                                 outputDirectory: resumed, backend: testBackend)
         second.quiet = true
         let records = try second.run(resume: true)
 
@@ -92,13 +94,13 @@ final class TrainerTests: XCTestCase {
         let train = cifar.train.subset(Array(0..<128))
         let directory = temporaryDirectory()
         let first = try Trainer(config: config(epochs: 1), trainSet: train, cleanTest: cifar.test.subset([0]),
-                                poisonTest: nil, outputDirectory: directory)
+                                poisonTest: nil, outputDirectory: directory, backend: testBackend)
         first.quiet = true
         try first.run()
         var changed = config(epochs: 2)
         changed.learningRate = 0.2
         let second = try Trainer(config: changed, trainSet: train, cleanTest: cifar.test.subset([0]), poisonTest: nil,
-                                 outputDirectory: directory)
+                                 outputDirectory: directory, backend: testBackend)
         second.quiet = true
         XCTAssertThrowsError(try second.run(resume: true)) { error in
             XCTAssertTrue("\(error)".contains("another configuration"), "\(error)")
@@ -111,7 +113,7 @@ final class TrainerTests: XCTestCase {
         config.learningRate = 1e30
         let directory = temporaryDirectory()
         let trainer = try Trainer(config: config, trainSet: cifar.train.subset(Array(0..<256)),
-                                  cleanTest: cifar.test.subset([0]), poisonTest: nil, outputDirectory: directory)
+                                  cleanTest: cifar.test.subset([0]), poisonTest: nil, outputDirectory: directory, backend: testBackend)
         trainer.quiet = true
         XCTAssertThrowsError(try trainer.run()) { error in
             XCTAssertTrue("\(error)".contains("loss became"), "\(error)")

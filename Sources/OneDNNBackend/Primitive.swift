@@ -1,3 +1,4 @@
+import Backend
 import CDNNL
 
 /// A oneDNN primitive and its descriptor, owned together.
@@ -8,7 +9,7 @@ final class Primitive {
 
     /// Creates the primitive from an operation descriptor (a dnnl_*_desc_t value).
     convenience init<OpDesc>(_ name: String, opDesc: OpDesc, attributes: dnnl_primitive_attr_t? = nil,
-                 hint: Primitive? = nil) throws {
+                             hint: Primitive? = nil) throws {
         var op = opDesc
         var pd: dnnl_primitive_desc_t?
         try withUnsafePointer(to: &op) { pointer in
@@ -52,41 +53,33 @@ final class Primitive {
         MemoryDesc(raw: dnnl_primitive_desc_query_md(descriptor, query, index).pointee)
     }
 
-    func execute(_ arguments: [Int32: Tensor]) throws {
+    func execute(_ arguments: [Int32: DNNLTensor]) throws {
         var args = arguments.map { dnnl_exec_arg_t(arg: $0.key, memory: $0.value.memory) }
         try check(dnnl_primitive_execute(primitive, Runtime.stream, Int32(args.count), &args), "\(name): execute")
         try check(dnnl_stream_wait(Runtime.stream), "\(name): wait")
     }
 }
 
-/// Reorders between layouts, cached by the pair of layouts.
-enum ReorderCache {
-    private static var cache: [String: Primitive] = [:]
-    private static let lock = NSLockShim()
-
-    static func primitive(from source: MemoryDesc, to destination: MemoryDesc) throws -> Primitive {
-        let key = "\(source.layoutKey)->\(destination.layoutKey)"
-        return try lock.withLock {
-            if let cached = cache[key] { return cached }
-            var src = source.raw, dst = destination.raw
-            var pd: dnnl_primitive_desc_t?
-            try check(dnnl_reorder_primitive_desc_create(&pd, &src, Runtime.engine, &dst, Runtime.engine, nil),
-                      "reorder \(source) -> \(destination)")
-            let primitive = try Primitive("reorder \(source.shape)", descriptor: pd!)
-            cache[key] = primitive
-            return primitive
-        }
-    }
+/// A primitive argument from a seam tensor: this backend's tensor, in `desc` (reordered when not).
+func argument(_ tensor: Tensor, _ desc: MemoryDesc) throws -> DNNLTensor {
+    try DNNLTensor.cast(tensor).reordered(to: desc)
 }
 
-extension MemoryDesc {
-    /// A cache key: the descriptor's bytes (shape, type, layout).
-    public var layoutKey: String {
-        var copy = raw
-        return withUnsafeBytes(of: &copy) { bytes in
-            var hasher = Hasher()
-            hasher.combine(bytes: bytes)
-            return "\(shape)#\(hasher.finalize())"
-        }
+/// A primitive output: must already be in the primitive's layout (outputs are never reordered).
+func output(_ tensor: Tensor, _ desc: MemoryDesc, _ what: String) throws -> DNNLTensor {
+    let t = try DNNLTensor.cast(tensor)
+    guard t.desc == desc else {
+        throw BackendError(operation: "oneDNN: \(what)", reason: "output is in layout \(t.desc), expected \(desc)")
     }
+    return t
+}
+
+/// Runs `body` with an output in the layout a primitive chose: `target` itself when it has that
+/// layout, else a scratch tensor that is then copied into `target` (e.g. weight gradients kept
+/// in the weights' own layout).
+func writing(_ target: Tensor, in chosen: MemoryDesc, _ body: (DNNLTensor) throws -> Void) throws {
+    let t = try DNNLTensor.cast(target)
+    let out = chosen == t.desc ? t : try DNNLTensor(desc: chosen, owner: t.owner)
+    try body(out)
+    if out !== t { try out.reorder(into: t) }
 }

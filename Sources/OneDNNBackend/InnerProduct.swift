@@ -1,32 +1,30 @@
+import Backend
 import CDNNL
 
 /// Fully connected layer with bias. The input may be a blocked N x C x 1 x 1 activation; the
 /// weights then take a matching 4-D blocked layout (O x I x 1 x 1), the output is plain N x O.
-public final class InnerProduct {
-    struct Key: Hashable { var src: String; var outputs: Int }
-    public let srcDesc, weightsDesc, biasDesc, dstDesc: MemoryDesc
-    public let outputs: Int
+final class InnerProduct: LinearKernel {
+    struct Key: Hashable { var src: MemoryDesc; var outputs: Int }
+    let srcDesc, weightsDesc, biasDesc, dstDesc: MemoryDesc
+    let outputs: Int
     private let forwardPrimitive: Primitive
     private var backwardDataPrimitive: Primitive?
     private var backwardWeightsPrimitive: Primitive?
-    private static let cache = OpCache<Key, InnerProduct>()
 
-    public static func get(srcDesc: MemoryDesc, outputs: Int) throws -> InnerProduct {
-        try cache.get(Key(src: srcDesc.layoutKey, outputs: outputs)) { try InnerProduct(srcDesc: srcDesc, outputs: outputs) }
-    }
+    var inputLayout: TensorLayout { srcDesc.layout }
+    var weightLayout: TensorLayout { weightsDesc.layout }
+    var outputLayout: TensorLayout { dstDesc.layout }
+    private var weightsShape: [Int] { weightsDesc.shape }
 
-    /// Plain shape of the weights as this op stores them: O x I (x 1 x 1 for 4-D input).
-    public var weightsShape: [Int] { weightsDesc.shape }
-
-    private init(srcDesc: MemoryDesc, outputs: Int) throws {
+    init(srcDesc: MemoryDesc, outputs: Int) throws {
         self.srcDesc = srcDesc
         self.outputs = outputs
         let s = srcDesc.shape
         var op = dnnl_inner_product_desc_t()
         var src = srcDesc.raw
         var weights = try MemoryDesc.any([outputs] + s.dropFirst()).raw
-        var bias = try MemoryDesc(shape: [outputs], layout: .x).raw
-        var dst = try MemoryDesc(shape: [s[0], outputs], layout: .nc).raw
+        var bias = try MemoryDesc.plain([outputs]).raw
+        var dst = try MemoryDesc.plain([s[0], outputs]).raw
         try check(dnnl_inner_product_forward_desc_init(&op, dnnl_forward_training, &src, &weights, &bias, &dst),
                   "inner product \(srcDesc) -> \(outputs)")
         forwardPrimitive = try Primitive("inner product \(srcDesc)", opDesc: op)
@@ -35,30 +33,30 @@ public final class InnerProduct {
         dstDesc = forwardPrimitive.desc(dnnl_query_dst_md)
     }
 
-    public func forward(src: Tensor, weights: Tensor, bias: Tensor, dst: Tensor) throws {
-        try forwardPrimitive.execute([DNNL_ARG_SRC: src.matching(srcDesc), DNNL_ARG_WEIGHTS: weights,
-                                      DNNL_ARG_BIAS: bias, DNNL_ARG_DST: dst])
+    func forward(input: Tensor, weight: Tensor, bias: Tensor, output y: Tensor) throws {
+        try forwardPrimitive.execute([DNNL_ARG_SRC: argument(input, srcDesc), DNNL_ARG_WEIGHTS: argument(weight, weightsDesc),
+                                      DNNL_ARG_BIAS: argument(bias, biasDesc),
+                                      DNNL_ARG_DST: output(y, dstDesc, "inner product forward")])
     }
 
-    public func backwardData(diffDst: Tensor, weights: Tensor, diffSrc: Tensor) throws {
+    func backwardData(outputGradient: Tensor, weight: Tensor, inputGradient: Tensor) throws {
         let primitive = try backwardData()
         try primitive.execute([
-            DNNL_ARG_DIFF_DST: diffDst.matching(primitive.desc(dnnl_query_diff_dst_md)),
-            DNNL_ARG_WEIGHTS: weights.matching(primitive.desc(dnnl_query_weights_md)),
-            DNNL_ARG_DIFF_SRC: diffSrc,
+            DNNL_ARG_DIFF_DST: argument(outputGradient, primitive.desc(dnnl_query_diff_dst_md)),
+            DNNL_ARG_WEIGHTS: argument(weight, primitive.desc(dnnl_query_weights_md)),
+            DNNL_ARG_DIFF_SRC: output(inputGradient, primitive.desc(dnnl_query_diff_src_md), "inner product backward data"),
         ])
     }
 
-    public func backwardWeights(src: Tensor, diffDst: Tensor, diffWeights: Tensor, diffBias: Tensor) throws {
+    func backwardWeights(input: Tensor, outputGradient: Tensor, weightGradient: Tensor, biasGradient: Tensor) throws {
         let primitive = try backwardWeights()
-        let chosen = primitive.desc(dnnl_query_diff_weights_md)
-        let output = chosen == diffWeights.desc ? diffWeights : try Tensor(desc: chosen)
-        try primitive.execute([
-            DNNL_ARG_SRC: src.matching(primitive.desc(dnnl_query_src_md)),
-            DNNL_ARG_DIFF_DST: diffDst.matching(primitive.desc(dnnl_query_diff_dst_md)),
-            DNNL_ARG_DIFF_WEIGHTS: output, DNNL_ARG_DIFF_BIAS: diffBias,
-        ])
-        if output !== diffWeights { try output.reorder(into: diffWeights) }
+        try writing(weightGradient, in: primitive.desc(dnnl_query_diff_weights_md)) { diffWeights in
+            try primitive.execute([
+                DNNL_ARG_SRC: argument(input, primitive.desc(dnnl_query_src_md)),
+                DNNL_ARG_DIFF_DST: argument(outputGradient, primitive.desc(dnnl_query_diff_dst_md)),
+                DNNL_ARG_DIFF_WEIGHTS: diffWeights, DNNL_ARG_DIFF_BIAS: DNNLTensor.cast(biasGradient),
+            ])
+        }
     }
 
     private func backwardData() throws -> Primitive {

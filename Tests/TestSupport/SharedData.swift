@@ -1,6 +1,6 @@
 import Foundation
 
-/// Finds the workplace's shared data folder (`../shared/data` from the package root, or
+/// For tests: finds the workplace's shared data folder (`../shared/data` from the package root, or
 /// `$BACKDOOR_SHARED_DATA`). Tests skip when it is absent, except when `BACKDOOR_REQUIRE_DATA=1`
 /// (as CI sets it), where absence is a failure.
 public enum SharedData {
