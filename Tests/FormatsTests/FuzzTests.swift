@@ -63,4 +63,41 @@ final class FuzzTests: XCTestCase {
             }
         }
     }
+
+    /// Every saved input of the coverage-guided fuzzer (Tests/Fuzz/corpus and Tests/Fuzz/crashes,
+    /// see scripts/fuzz/run.sh) goes through its target again: a crash here is a regression.
+    func testSavedFuzzInputsReplay() throws {
+        var replayed = 0
+        for target in FuzzTarget.allCases {
+            for file in FuzzInputs.files(target: target.rawValue) {
+                _ = try target.run(try [UInt8](Data(contentsOf: URL(fileURLWithPath: file))))
+                replayed += 1
+            }
+        }
+        XCTAssertGreaterThan(replayed, FuzzTarget.allCases.count, "every target has saved inputs")
+    }
+
+    /// Issue 12, case 1: 50,000 nested lists pass the depth check's error path; freeing the
+    /// parse tree recursively then overflowed the stack (SIGSEGV), in a bare pickle and in a
+    /// zip checkpoint's data.pkl alike.
+    func testDeeplyNestedPickleIsAnErrorNotAStackOverflow() throws {
+        let pickle = FuzzInputs.root + "/crashes/pickle/deep-nesting-issue12.pkl"
+        assertThrows(try Pickle.read(path: pickle, allowedGlobals: []), mentioning: [pickle, "nests deeper than 500 levels"])
+        let zip = FuzzInputs.root + "/crashes/zip/deep-nesting-data-pkl-issue12.pt"
+        assertThrows(try TorchCheckpoint.read(path: zip), mentioning: [zip, "nests deeper than 500 levels"])
+        assertThrows(try TensorFile.read(path: zip), mentioning: [zip, "nests deeper than 500 levels"])
+    }
+}
+
+/// The fuzzer's saved inputs, by target.
+enum FuzzInputs {
+    static let root = FixturePaths.root.appendingPathComponent("Tests/Fuzz").path
+
+    static func files(target: String) -> [String] {
+        ["corpus", "crashes"].flatMap { kind -> [String] in
+            let folder = "\(root)/\(kind)/\(target)"
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+            return names.filter { !$0.hasPrefix(".") }.sorted().map { "\(folder)/\($0)" }
+        }
+    }
 }
