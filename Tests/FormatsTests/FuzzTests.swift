@@ -69,8 +69,8 @@ final class FuzzTests: XCTestCase {
     func testSavedFuzzInputsReplay() throws {
         var replayed = 0
         for target in FuzzTarget.allCases {
-            for file in FuzzInputs.files(target: target.rawValue) {
-                _ = try target.run(try [UInt8](Data(contentsOf: URL(fileURLWithPath: file))))
+            for input in try FuzzInputs.inputs(target: target.rawValue) {
+                try target.run(input)
                 replayed += 1
             }
         }
@@ -81,23 +81,10 @@ final class FuzzTests: XCTestCase {
     /// parse tree recursively then overflowed the stack (SIGSEGV), in a bare pickle and in a
     /// zip checkpoint's data.pkl alike.
     func testDeeplyNestedPickleIsAnErrorNotAStackOverflow() throws {
-        let pickle = FuzzInputs.root + "/crashes/pickle/deep-nesting-issue12.pkl"
+        let pickle = FuzzInputs.root() + "/crashes/pickle/deep-nesting-issue12.pkl"
         assertThrows(try Pickle.read(path: pickle, allowedGlobals: []), mentioning: [pickle, "nests deeper than 500 levels"])
-        let zip = FuzzInputs.root + "/crashes/zip/deep-nesting-data-pkl-issue12.pt"
+        let zip = FuzzInputs.root() + "/crashes/zip/deep-nesting-data-pkl-issue12.pt"
         assertThrows(try TorchCheckpoint.read(path: zip), mentioning: [zip, "nests deeper than 500 levels"])
         assertThrows(try TensorFile.read(path: zip), mentioning: [zip, "nests deeper than 500 levels"])
-    }
-}
-
-/// The fuzzer's saved inputs, by target.
-enum FuzzInputs {
-    static let root = FixturePaths.root.appendingPathComponent("Tests/Fuzz").path
-
-    static func files(target: String) -> [String] {
-        ["corpus", "crashes"].flatMap { kind -> [String] in
-            let folder = "\(root)/\(kind)/\(target)"
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
-            return names.filter { !$0.hasPrefix(".") }.sorted().map { "\(folder)/\($0)" }
-        }
     }
 }
