@@ -34,7 +34,8 @@ struct PruneCommand: ParsableCommand {
     var pruningBy: Pruning.Mode?
     @Option(help: "Sweep end: the largest threshold, or the most neurons (rounded up).") var pruningMax = 0.90
     @Option(help: "Sweep step: threshold increment, or neurons per row (rounded up).") var pruningStep = 0.05
-    @Option(help: "Prune once at this mask threshold and save the model (instead of a sweep).") var threshold: Double?
+    @Option(parsing: .unconditional, help: "Prune once at this mask threshold and save the model (instead of a sweep).")
+    var threshold: Double?
     @Option(help: "Pruned model path for --threshold (default: OUTPUT-DIR/pruned_threshold_T.safetensors).")
     var prunedCheckpoint: String?
     @Option(help: "Evaluation batch size.") var batchSize = 256
@@ -43,7 +44,8 @@ struct PruneCommand: ParsableCommand {
 
     func validate() throws {
         if let testLimit, testLimit < 1 { throw ValidationError("--test-limit must be at least 1, got \(testLimit)") }
-        if let threshold, !(threshold.isFinite) { throw ValidationError("--threshold \(threshold) is invalid: expected a number") }
+        // Masks lie in [0, 1]: 2 pruned every neuron and -1 none, without a word.
+        try FlagLimits.fraction(threshold, flag: "--threshold")
         if threshold != nil && pruningBy == .number {
             throw ValidationError("--threshold prunes by threshold: drop --pruning-by number")
         }
