@@ -78,7 +78,7 @@ struct ANPCommand: ParsableCommand {
         let dataSet = try data.load()
         var test = dataSet.test
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
-        try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+        try Folder.create(outputDir)
         let (permutation, splitPath) = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDir, seed: seed,
                                                                count: dataSet.train.count)
         let split = DataSplit(permutation: permutation, valFrac: valFrac)

@@ -63,7 +63,7 @@ struct PruneCommand: ParsableCommand {
         var test = try DataDirectory.load(flag: dataDir).test
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
         let poisonTest = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
-        try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+        try Folder.create(outputDir)
         let evaluate = { (model: ResNet18) in
             try PruningMetrics.evaluate(model, clean: test, poison: poisonTest, batchSize: batchSize)
         }

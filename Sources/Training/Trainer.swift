@@ -105,7 +105,7 @@ public final class Trainer {
     /// Runs the remaining epochs; returns every epoch's record (resumed ones included).
     @discardableResult
     public func run(resume: Bool = false) throws -> [EpochRecord] {
-        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        try Folder.create(outputDirectory)
         var records: [EpochRecord] = []
         var startEpoch = 0
         if resume, FileManager.default.fileExists(atPath: resumePath) {

@@ -4,6 +4,7 @@
 #   scripts/fuzz/run.sh TARGET SECONDS   fuzz one target for a bounded time
 #   scripts/fuzz/run.sh all SECONDS      each target in turn, SECONDS each
 #   scripts/fuzz/run.sh build            only build .build/fuzz/backdoor-fuzz
+#   scripts/fuzz/run.sh keep TARGET      merge the grown corpus, minimised, into Tests/Fuzz/corpus/TARGET
 # The corpus grows in .build/fuzz/corpus/TARGET (seeded from Tests/Fuzz/corpus/TARGET); a crash
 # input is copied to Tests/Fuzz/crashes/TARGET/, which FuzzTests replays under `swift test`, and
 # the run fails. A summary line per target (executions, coverage) goes to standard output.
@@ -22,7 +23,15 @@ build() {
                    Sources/Defenses/MaskFile.swift scripts/fuzz/*.swift)
     if [ -x "$binary" ] && [ -z "$(find "${sources[@]}" -newer "$binary" | head -1)" ]; then return; fi
     echo "fuzz: building $binary" >&2
-    local flags=(-sanitize=fuzzer,address -parse-as-library -O -g -use-ld=lld -I "$out" -I Sources/CPNG -I Sources/CZLibSystem)
+    # libFuzzer and AddressSanitizer come with the Swift toolchain (no Debian package needed).
+    local runtime
+    runtime=$(dirname "$(dirname "$(command -v swiftc)")")/lib/clang
+    if ! ls "$runtime"/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1; then
+        echo "fuzz: this Swift toolchain has no libFuzzer runtime (looked in $runtime/*/lib/linux)" >&2; exit 1
+    fi
+    local flags=(-sanitize=fuzzer,address -parse-as-library -O -g -I "$out" -I Sources/CPNG -I Sources/CZLibSystem)
+    # The toolchain's lld links the sanitizer runtimes without gold's screens of warnings.
+    if command -v ld.lld >/dev/null; then flags+=(-use-ld=lld); fi
     module() { # NAME FILES...
         local name=$1; shift
         swiftc "${flags[@]}" -module-name "$name" -emit-module -emit-module-path "$out/$name.swiftmodule" \
@@ -58,8 +67,17 @@ fuzz() { # TARGET SECONDS
     fi
 }
 
+keep() { # TARGET: libFuzzer's merge keeps the smallest inputs that reach all the coverage.
+    local target=$1 kept=Tests/Fuzz/corpus/$1
+    mkdir -p "$kept"
+    BACKDOOR_FUZZ_TARGET=$target ASAN_OPTIONS=detect_leaks=0 "$binary" -merge=1 -max_len=65536 "$kept" "$out/corpus/$target" \
+        >"$out/$target.merge.log" 2>&1
+    echo "fuzz $target: Tests/Fuzz/corpus/$target now $(ls "$kept" | wc -l) inputs, $(du -sh "$kept" | cut -f1)"
+}
+
 case "${1:-}" in
     build) build ;;
+    keep) [ $# -eq 2 ] && [[ " ${targets[*]} " == *" $2 "* ]] || usage; build; keep "$2" ;;
     all) [ $# -eq 2 ] || usage; build; failed=0
          for t in "${targets[@]}"; do fuzz "$t" "$2" || failed=1; done; exit $failed ;;
     "") usage ;;
