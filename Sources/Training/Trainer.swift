@@ -190,6 +190,8 @@ public final class Trainer {
     }
 
     private func restore() throws -> (Int, [EpochRecord]) {
+        // What a kill during a write left (`backdoor run --resume` comes here without the CLI's check).
+        AtomicFile.removeStaleTemporaries(in: outputDirectory)
         let file = try SafeTensors.read(path: resumePath)
         try TrainingFolder.verify(file, source: resumePath)
         try TrainingFolder.checkSameSettings(stored: file.metadata, config: config, settings: runSettings, source: resumePath)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Attacks
 import Datasets
 import Foundation
 import Formats
@@ -33,6 +34,22 @@ final class ReliabilityTests: XCTestCase {
         let text = message(command, arguments, file: file, line: line)
         for fragment in fragments {
             XCTAssertTrue(text.contains(fragment), "\(arguments): \"\(text)\" lacks \"\(fragment)\"", file: file, line: line)
+        }
+    }
+
+    // MARK: Case 1: the deep pickle through every command that reads one
+
+    func testDeepPickleIsAnErrorInEveryCommand() throws {
+        let fuzz = FuzzInputs.root()
+        for path in [fuzz + "/crashes/pickle/deep-nesting-issue12.pkl", fuzz + "/crashes/zip/deep-nesting-data-pkl-issue12.pt"] {
+            for (what, body) in [("inspect", { _ = try InspectCommand.report(path: path, json: false) }),
+                                 ("convert", { _ = try ConvertCommand.convert(input: path, output: try self.temporaryDirectory() + "/x.safetensors") }),
+                                 ("eval --checkpoint", { _ = try ModelFiles.loadModel(path) }),
+                                 ("--trigger-info", { _ = try TriggerInfo.read(path: path) })] as [(String, () throws -> Void)] {
+                XCTAssertThrowsError(try body(), what) { error in
+                    XCTAssertTrue("\(error)".contains("nests deeper than 500 levels"), "\(what): \(error)")
+                }
+            }
         }
     }
 
