@@ -149,10 +149,17 @@ public struct TrainingFolder {
 }
 
 extension TrainingConfig {
-    /// The settings a resumed run must share, by flag name (epochs may grow).
+    /// The settings a resumed run must share, by flag name where a flag sets them (epochs may
+    /// grow). Read from the stored properties, so a field added later is compared too.
     var comparable: [String: String] {
-        ["--batch-size": "\(batchSize)", "--lr": "\(learningRate)", "--milestones": milestones.map(String.init).joined(separator: ","),
-         "momentum": "\(momentum)", "weight decay": "\(weightDecay)", "--width": "\(width)", "--seed": "\(seed)",
-         "augmentation": "\(augment)"]
+        let flags = ["batchSize": "--batch-size", "learningRate": "--lr", "milestones": "--milestones", "width": "--width",
+                     "seed": "--seed", "augment": "augmentation", "weightDecay": "weight decay"]
+        var out: [String: String] = [:]
+        for child in Mirror(reflecting: self).children {
+            guard let label = child.label, label != "epochs" else { continue }
+            let value = (child.value as? [Int]).map { $0.map(String.init).joined(separator: ",") } ?? "\(child.value)"
+            out[flags[label] ?? label] = value
+        }
+        return out
     }
 }
