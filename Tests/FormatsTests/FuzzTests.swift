@@ -84,4 +84,12 @@ final class FuzzTests: XCTestCase {
         assertThrows(try TorchCheckpoint.read(path: zip), mentioning: [zip, "nests deeper than 500 levels"])
         assertThrows(try TensorFile.read(path: zip), mentioning: [zip, "nests deeper than 500 levels"])
     }
+
+    /// Found by the fuzzer: 576 bytes whose memo references expand to millions of values; the
+    /// bound is low enough that the refusal is quick (it took 3.4 s and 660 MB at 20,000,000).
+    func testMemoExpansionIsRefusedEarly() throws {
+        let zip = FuzzInputs.root() + "/crashes/zip/memo-expansion-timeout.pt"
+        assertThrows(try TorchCheckpoint.read(path: zip), mentioning: [zip, "expands to more than 2000000 values"])
+    }
 }
+
