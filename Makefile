@@ -4,7 +4,7 @@ SWIFT_TEST_FLAGS = -c release -Xswiftc -enable-testing
 DATA_DIR ?= ../shared/data/cifar10
 SPLIT_FILE ?= ../shared/data/anp/cifar_shuffle.txt
 
-.PHONY: setup build test quick bench
+.PHONY: setup build test quick bench fuzz
 setup:
 	bash scripts/setup.sh
 
@@ -14,6 +14,11 @@ build: setup
 # Passive OpenMP waiting: spinning threads would starve the test runner's other processes.
 test: setup
 	OMP_WAIT_POLICY=PASSIVE swift test $(SWIFT_TEST_FLAGS)
+
+# Coverage-guided fuzzing of every parser (libFuzzer + ASan): FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	bash scripts/fuzz/run.sh all $(FUZZ_SECONDS)
 
 # BackdoorLab and PyTorch side by side (PyTorch half needs `pip install torch`).
 bench: setup

@@ -41,7 +41,7 @@ struct ANPCommand: ParsableCommand {
     @Option(help: "Batch size of the mask optimisation.") var batchSize = 128
     @Option(help: "Batch size of the evaluations.") var evalBatchSize = 256
     @Option(help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
-    @Option(help: "Seed of the batch draws, augmentation and perturbations (and of a generated split).")
+    @Option(parsing: .unconditional, help: "Seed of the batch draws, augmentation and perturbations (and of a generated split).", transform: parseSeed)
     var seed: UInt64 = 0
     @Flag(help: "Continue from --output-dir/anp_state.safetensors when it exists.") var resume = false
     @Option(help: "Time this many iterations on random data and a random model instead (no data needed).")
@@ -66,6 +66,7 @@ struct ANPCommand: ParsableCommand {
         guard valFrac > 0 && valFrac <= 1 else { throw ValidationError("--val-frac \(valFrac) is invalid: expected a fraction in (0, 1]") }
         guard evalBatchSize >= 1 else { throw ValidationError("--eval-batch-size \(evalBatchSize) is invalid: expected >= 1") }
         if let benchmark, benchmark < 1 { throw ValidationError("--benchmark \(benchmark) is invalid: expected >= 1") }
+        try FlagLimits.width(width)
         if benchmark == nil && checkpoint == nil { throw ValidationError("--checkpoint is required (the backdoored model)") }
         do { try config.validate() } catch { throw ValidationError("\(error)") }
     }
@@ -78,7 +79,7 @@ struct ANPCommand: ParsableCommand {
         let dataSet = try data.load()
         var test = dataSet.test
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
-        try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+        try Folder.create(outputDir)
         let (permutation, splitPath) = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDir, seed: seed,
                                                                count: dataSet.train.count)
         let split = DataSplit(permutation: permutation, valFrac: valFrac)

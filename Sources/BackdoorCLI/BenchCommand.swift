@@ -11,12 +11,20 @@ struct BenchCommand: ParsableCommand {
         abstract: "Images per second of a ResNet-18 training step and of evaluation, and peak resident memory.")
 
     @OptionGroup var compute: ComputeOptions
-    @Option(help: "Base width of the ResNet-18.") var width = 64
-    @Option(help: "Batch size.") var batchSize = 128
-    @Option(help: "Timed training steps (after one warm-up step).") var steps = 3
-    @Option(help: "Timed evaluation batches (after one warm-up batch).") var evalBatches = 3
+    @Option(parsing: .unconditional, help: "Base width of the ResNet-18.") var width = 64
+    @Option(parsing: .unconditional, help: "Batch size.") var batchSize = 128
+    @Option(parsing: .unconditional, help: "Timed training steps (after one warm-up step).") var steps = 3
+    @Option(parsing: .unconditional, help: "Timed evaluation batches (after one warm-up batch).") var evalBatches = 3
     @Flag(help: "Also time an input-gradient step (PGD).") var extended = false
     @Flag(help: "Print one JSON object.") var json = false
+
+    func validate() throws {
+        try FlagLimits.width(width)
+        // oneDNN's answer to a zero batch is a bare invalid_arguments.
+        try FlagLimits.atLeastOne(batchSize, flag: "--batch-size")
+        try FlagLimits.atLeastOne(steps, flag: "--steps")
+        try FlagLimits.atLeastOne(evalBatches, flag: "--eval-batches")
+    }
 
     /// The training step runs on the training backend, evaluation and the input-gradient step
     /// on the inference one (as train, and eval / anp / clean-label, do); --conv-algorithm sets both.

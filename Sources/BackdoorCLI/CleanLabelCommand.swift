@@ -32,7 +32,7 @@ struct CleanLabelCommand: ParsableCommand {
     @Option(help: "Random restarts after the first attempt (1 means 2 attempts).") var restarts = 1
     @Option(help: "Images per PGD batch.") var batchSize = 128
     @Option(help: "Fraction of the training set kept as the defender's clean split.") var valFrac = 0.1
-    @Option(help: "Seed for the image draw, the random starts and a missing split.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Seed for the image draw, the random starts and a missing split.", transform: parseSeed) var seed: UInt64 = 0
     @Option(help: "Output folder (default data/clean-label/RATE, e.g. data/clean-label/0.1).") var clbDir: String?
     @Flag(help: "No progress bar.") var quiet = false
 

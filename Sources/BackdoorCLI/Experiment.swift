@@ -50,7 +50,7 @@ final class Experiment {
         self.inference = inference
         self.root = root
         self.resume = resume
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try Folder.create(root)
         log = try ExperimentLog(directory: root, quiet: quiet, append: resume)
         dataset = try DataDirectory.load(flag: dataDirectory)
         (permutation, splitSource) = try Permutation.resolve(splitFile: splitFile, outputDirectory: root, seed: settings.seed,

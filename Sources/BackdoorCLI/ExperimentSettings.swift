@@ -109,13 +109,13 @@ struct ExperimentOptions: ParsableArguments {
     @Flag(help: "No progress bars or per-epoch lines.") var quiet = false
     @OptionGroup var compute: ComputeOptions
 
-    @Option(help: "Base width of the ResNet-18 (64 is the real model).") var width: Int?
-    @Option(help: "Training epochs.") var epochs: Int?
-    @Option(help: "Training batch size.") var batchSize: Int?
+    @Option(parsing: .unconditional, help: "Base width of the ResNet-18 (64 is the real model).") var width: Int?
+    @Option(parsing: .unconditional, help: "Training epochs.") var epochs: Int?
+    @Option(parsing: .unconditional, help: "Training batch size.") var batchSize: Int?
     @Option(help: "Initial learning rate.") var lr: Double?
     @Option(help: "Epochs at which the learning rate is multiplied by 0.1, comma-separated.") var milestones: String?
     @Option(help: "Random crop and flip in training (true or false).") var augment: Bool?
-    @Option(help: "Train on the first N images of the attacker's split.") var trainLimit: Int?
+    @Option(parsing: .unconditional, help: "Train on the first N images of the attacker's split.") var trainLimit: Int?
     @Option(help: "Per-epoch, ANP-log and pruning-sweep evaluations on the first N test images.")
     var testLimit: Int?
     @Option(help: "Before/after numbers (summary.json) on the first N test images (default: all 10,000).")
@@ -130,8 +130,9 @@ struct ExperimentOptions: ParsableArguments {
     @Option(help: "ANP mask-optimisation iterations.") var anpIters: Int?
     @Option(help: "ANP iterations between log lines (each evaluates the test sets).") var anpPrintEvery: Int?
     @Option(help: "Fraction of the training set held by the defender (ANP's clean data).") var anpFrac: Double?
-    @Option(help: "Prune every neuron whose mask is at most this.") var threshold: Double?
-    @Option(help: "Seed of initialisation, shuffling, augmentation, poisoning, split and ANP.") var seed: UInt64?
+    @Option(parsing: .unconditional, help: "Prune every neuron whose mask is at most this.") var threshold: Double?
+    @Option(parsing: .unconditional, help: "Seed of initialisation, shuffling, augmentation, poisoning, split and ANP.", transform: parseSeed)
+    var seed: UInt64?
 
     func settings() throws -> ExperimentSettings {
         var s = ExperimentSettings(preset: preset)
@@ -162,12 +163,12 @@ struct ExperimentOptions: ParsableArguments {
         func positive(_ value: Int?, _ flag: String) throws {
             if let value, value < 1 { throw ValidationError("--\(flag) must be at least 1, got \(value)") }
         }
-        try positive(width, "width")
+        try FlagLimits.width(width)
         try positive(epochs, "epochs")
         try positive(batchSize, "batch-size")
-        try positive(trainLimit, "train-limit")
-        try positive(testLimit, "test-limit")
-        try positive(evalLimit, "eval-limit")
+        try FlagLimits.trainLimit(trainLimit, valFrac: ExperimentSettings(preset: preset).valFrac)
+        try FlagLimits.testLimit(testLimit)
+        try FlagLimits.testLimit(evalLimit, flag: "--eval-limit")
         try positive(pgdIters, "pgd-iters")
         try positive(anpIters, "anp-iters")
         try positive(anpPrintEvery, "anp-print-every")
@@ -182,9 +183,7 @@ struct ExperimentOptions: ParsableArguments {
         if let anpEps, !(anpEps >= 0 && anpEps.isFinite) { throw ValidationError("--anp-eps must be >= 0, got \(anpEps)") }
         if let anpAlpha, !(0...1).contains(anpAlpha) { throw ValidationError("--anp-alpha must be in [0, 1], got \(anpAlpha)") }
         if let anpFrac, !(anpFrac > 0 && anpFrac <= 1) { throw ValidationError("--anp-frac must be in (0, 1], got \(anpFrac)") }
-        if let threshold, !(threshold.isFinite && threshold >= 0) {
-            throw ValidationError("--threshold must be a number >= 0, got \(threshold)")
-        }
+        try FlagLimits.fraction(threshold, flag: "--threshold")
     }
 }
 

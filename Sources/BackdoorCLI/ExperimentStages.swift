@@ -56,7 +56,7 @@ struct StageFolder {
         if plan == .fresh, FileManager.default.fileExists(atPath: path) {
             try FileManager.default.removeItem(atPath: path)
         }
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try Folder.create(path)
         if FileManager.default.fileExists(atPath: file(Self.doneFile)) {
             try FileManager.default.removeItem(atPath: file(Self.doneFile))
         }

@@ -17,32 +17,34 @@ struct InspectCommand: ParsableCommand {
         print(try InspectCommand.report(path: file, json: json))
     }
 
-    /// The text `run` prints.
+    /// The text `run` prints. Names and metadata are escaped for the terminal (JSON escapes its own).
     static func report(path: String, json: Bool) throws -> String {
-        let contents = try TensorFile.read(path: path)
-        let elements = contents.tensors.reduce(0) { $0 + $1.tensor.elementCount }
-        let bytes = contents.tensors.reduce(0) { $0 + $1.tensor.data.count }
+        let contents = try TensorFile.list(path: path)
+        let elements = contents.tensors.reduce(0) { $0 + $1.elementCount }
+        let bytes = contents.tensors.reduce(0) { $0 + $1.byteCount }
         if json {
             let tensors: [[String: Any]] = contents.tensors.map {
-                ["name": $0.name, "dtype": $0.tensor.dtype.rawValue, "shape": $0.tensor.shape]
+                ["name": $0.name, "dtype": $0.dtype.rawValue, "shape": $0.shape]
             }
             return try JSONOutput.string([
                 "file": path, "format": contents.format.rawValue, "tensors": tensors,
                 "metadata": contents.metadata, "elements": elements, "bytes": bytes,
             ] as [String: Any])
         }
-        var lines = ["\(path): \(contents.format.rawValue), \(contents.tensors.count) tensors, \(elements) values, \(bytes) bytes"]
-        let nameWidth = min(60, contents.tensors.map(\.name.count).max() ?? 0)
-        for named in contents.tensors {
-            let shape = "[" + named.tensor.shape.map(String.init).joined(separator: ", ") + "]"
-            lines.append("  " + named.name.padding(toLength: max(nameWidth, named.name.count), withPad: " ", startingAt: 0)
-                         + "  " + named.tensor.dtype.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0) + "  " + shape)
+        let show = TerminalText.escaped
+        var lines = ["\(show(path)): \(contents.format.rawValue), \(contents.tensors.count) tensors, \(elements) values, \(bytes) bytes"]
+        let names = contents.tensors.map { show($0.name) }
+        let nameWidth = min(60, names.map(\.count).max() ?? 0)
+        for (name, tensor) in zip(names, contents.tensors) {
+            let shape = "[" + tensor.shape.map(String.init).joined(separator: ", ") + "]"
+            lines.append("  " + name.padding(toLength: max(nameWidth, name.count), withPad: " ", startingAt: 0)
+                         + "  " + tensor.dtype.rawValue.padding(toLength: 4, withPad: " ", startingAt: 0) + "  " + shape)
         }
         if !contents.metadata.isEmpty {
             lines.append("metadata:")
             for key in contents.metadata.keys.sorted() {
-                let value = contents.metadata[key]!
-                lines.append("  \(key): \(value.count > 200 ? String(value.prefix(200)) + "..." : value)")
+                let value = show(contents.metadata[key]!)
+                lines.append("  \(show(key)): \(value.count > 200 ? String(value.prefix(200)) + "..." : value)")
             }
         }
         return lines.joined(separator: "\n")

@@ -2,6 +2,7 @@ import ArgumentParser
 import Backend
 import Datasets
 import Foundation
+import Models
 import OneDNNBackend
 
 /// What a backend computes for: training keeps oneDNN's direct convolutions (Winograd's scratch
@@ -15,16 +16,14 @@ enum Workload {
 /// Compute options shared by every command that runs the network, and the one place the CLI
 /// chooses its backend.
 struct ComputeOptions: ParsableArguments {
-    @Option(help: "Compute threads (default: the cores available; at most 4 per core).")
+    @Option(parsing: .unconditional, help: "Compute threads (default: the cores available; at most 4 per core).")
     var threads: Int?
 
     @Option(help: "oneDNN's convolution algorithm: direct, or auto (Winograd where oneDNN has it: AVX-512 CPUs; about 20% faster training for about 200 MiB more memory at width 64). Default: direct for training, auto for evaluation, attacks and ANP.")
     var convAlgorithm: ConvolutionAlgorithm?
 
     func validate() throws {
-        if let threads, !(1...OneDNN.maximumThreads).contains(threads) {
-            throw ValidationError("--threads must be 1 to \(OneDNN.maximumThreads) (4 per core; this machine has \(OneDNN.availableCores) cores), got \(threads)")
-        }
+        try FlagLimits.threads(threads)
     }
 
     func backend(for workload: Workload) throws -> Backend {
@@ -62,4 +61,66 @@ func parseMilestones(_ text: String) throws -> [Int] {
         throw ValidationError("--milestones must be comma-separated epoch numbers like 30,40, got \"\(text)\"")
     }
     return values
+}
+
+/// Bounds of the numeric flags that several commands share. Beyond them a run does not fail
+/// cleanly: 100,000 threads crash libgomp, 1,000 run for minutes on 2 cores; width 5000 asks
+/// for 360 GB after seconds of work.
+enum FlagLimits {
+    /// The backend's own bounds (see `OneDNN.maximumThreads`, `ResNet18.maximumWidth`).
+    static var maximumThreads: Int { OneDNN.maximumThreads }
+    static var maximumWidth: Int { ResNet18.maximumWidth }
+
+    static func threads(_ value: Int?, flag: String = "--threads") throws {
+        guard let value else { return }
+        guard (1...maximumThreads).contains(value) else {
+            throw ValidationError("\(flag) \(value) is out of range: expected 1...\(maximumThreads) "
+                + "(at most 4 per core; this machine has \(OneDNN.availableCores))")
+        }
+    }
+
+    static func width(_ value: Int?, flag: String = "--width") throws {
+        guard let value else { return }
+        guard (1...maximumWidth).contains(value) else {
+            throw ValidationError("\(flag) \(value) is out of range: expected 1...\(maximumWidth) (64 is the real ResNet-18)")
+        }
+    }
+
+    static func atLeastOne(_ value: Int?, flag: String) throws {
+        if let value, value < 1 { throw ValidationError("\(flag) \(value) is out of range: expected at least 1") }
+    }
+
+    /// `--train-limit` within the attacker split, which is what it limits (a larger value was
+    /// silently the whole split).
+    static func trainLimit(_ value: Int?, valFrac: Double) throws {
+        guard let value else { return }
+        let available = CIFAR10.trainCount - Int(valFrac * Double(CIFAR10.trainCount))
+        guard (1...available).contains(value) else {
+            throw ValidationError("--train-limit \(value) is out of range: expected 1...\(available) (the attacker split: "
+                + "\(CIFAR10.trainCount) training images less the --val-frac \(valFrac) held by the defender)")
+        }
+    }
+
+    static func testLimit(_ value: Int?, flag: String = "--test-limit") throws {
+        guard let value else { return }
+        guard (1...CIFAR10.testCount).contains(value) else {
+            throw ValidationError("\(flag) \(value) is out of range: expected 1...\(CIFAR10.testCount) (the CIFAR-10 test set)")
+        }
+    }
+
+    static func fraction(_ value: Double?, flag: String) throws {
+        guard let value else { return }
+        guard value.isFinite, (0...1).contains(value) else {
+            throw ValidationError("\(flag) \(value) is out of range: expected a number in [0, 1]")
+        }
+    }
+}
+
+/// `--seed` as text, so a negative or too large value names the range (the default parser
+/// only says the value is invalid).
+func parseSeed(_ text: String) throws -> UInt64 {
+    guard let value = UInt64(text) else {
+        throw ValidationError("expected an integer in 0...\(UInt64.max), got \(text)")
+    }
+    return value
 }

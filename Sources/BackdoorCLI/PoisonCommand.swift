@@ -18,12 +18,13 @@ struct PoisonCommand: ParsableCommand {
     @OptionGroup var data: DataOptions
     @OptionGroup var attack: AttackOptions
     @Option(help: "Fraction of the training set kept as the defender's clean split.") var valFrac = 0.1
-    @Option(help: "Seed for the poisoned-image draw, the seeded Blend pattern and a missing split.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Seed for the poisoned-image draw, the seeded Blend pattern and a missing split.", transform: parseSeed) var seed: UInt64 = 0
     @Option(help: "Folder to write the arrays, trigger information and examples to.") var export: String
 
     func validate() throws {
         guard attack.poisonType != .benign else {
-            throw ValidationError("--poison-type benign poisons nothing; expected badnets, blend or clean-label")
+            // benign is the option's default (for train), so the likely cause is a missing flag.
+            throw ValidationError("poison needs --poison-type badnets, blend or clean-label (benign, the default, poisons nothing)")
         }
         guard valFrac >= 0, valFrac < 1 else { throw ValidationError("--val-frac must be in [0, 1), got \(valFrac)") }
         try attack.settings(seed: seed).validateNamingFlags()

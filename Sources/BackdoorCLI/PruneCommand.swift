@@ -35,7 +35,8 @@ struct PruneCommand: ParsableCommand {
     var pruningBy: Pruning.Mode?
     @Option(help: "Sweep end: the largest threshold, or the most neurons (rounded up).") var pruningMax = 0.90
     @Option(help: "Sweep step: threshold increment, or neurons per row (rounded up).") var pruningStep = 0.05
-    @Option(help: "Prune once at this mask threshold and save the model (instead of a sweep).") var threshold: Double?
+    @Option(parsing: .unconditional, help: "Prune once at this mask threshold and save the model (instead of a sweep).")
+    var threshold: Double?
     @Option(help: "Pruned model path for --threshold (default: OUTPUT-DIR/pruned_threshold_T.safetensors).")
     var prunedCheckpoint: String?
     @Option(help: "Evaluation batch size.") var batchSize = 256
@@ -44,7 +45,8 @@ struct PruneCommand: ParsableCommand {
 
     func validate() throws {
         if let testLimit, testLimit < 1 { throw ValidationError("--test-limit must be at least 1, got \(testLimit)") }
-        if let threshold, !(threshold.isFinite) { throw ValidationError("--threshold \(threshold) is invalid: expected a number") }
+        // Masks lie in [0, 1]: 2 pruned every neuron and -1 none, without a word.
+        try FlagLimits.fraction(threshold, flag: "--threshold")
         if threshold != nil && pruningBy == .number {
             throw ValidationError("--threshold prunes by threshold: drop --pruning-by number")
         }
@@ -61,7 +63,7 @@ struct PruneCommand: ParsableCommand {
         var test = try DataDirectory.load(flag: dataDir).test
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
         let poisonTest = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
-        try FileManager.default.createDirectory(atPath: outputDir, withIntermediateDirectories: true)
+        try Folder.create(outputDir)
         let evaluate = { (model: Model) in
             try BackdoorMetrics.evaluate(model, clean: test, poison: poisonTest, batchSize: batchSize)
         }

@@ -16,28 +16,57 @@ struct TrainCommand: ParsableCommand {
     @OptionGroup var data: DataOptions
     @OptionGroup var attack: AttackOptions
 
-    @Option(help: "Epochs.") var epochs = 50
-    @Option(help: "Batch size.") var batchSize = 128
+    @Option(parsing: .unconditional, help: "Epochs.") var epochs = 50
+    @Option(parsing: .unconditional, help: "Batch size.") var batchSize = 128
     @Option(help: "Initial learning rate.") var lr: Float = 0.1
     @Option(help: "Epochs at which the learning rate is multiplied by 0.1, comma-separated.") var milestones = "30,40"
-    @Option(help: "Base width of the ResNet-18 (64 is the real model; 32 and 16 are CPU-sized).") var width = 64
-    @Option(help: "Seed for initialisation, shuffling, augmentation and poisoning.") var seed: UInt64 = 0
+    @Option(parsing: .unconditional, help: "Base width of the ResNet-18 (64 is the real model; 32 and 16 are CPU-sized).") var width = 64
+    @Option(parsing: .unconditional, help: "Seed for initialisation, shuffling, augmentation and poisoning.", transform: parseSeed) var seed: UInt64 = 0
     @Option(help: "Fraction of the training set kept as the defender's clean split.") var valFrac = 0.1
-    @Option(help: "Train on the first N images of the attacker's split only (quick runs).") var trainLimit: Int?
-    @Option(help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
+    @Option(parsing: .unconditional, help: "Train on the first N images of the attacker's split only (quick runs).") var trainLimit: Int?
+    @Option(parsing: .unconditional, help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
     @Option(help: "Output folder (models, logs, trigger information).") var outputDir = "runs/train"
     @Flag(help: "Continue from the last completed epoch of an interrupted run in --output-dir.") var resume = false
+    @Flag(help: "Replace an earlier run in --output-dir (its models, logs and trigger information are removed first).")
+    var overwrite = false
     @Flag(help: "No progress bars or per-epoch lines.") var quiet = false
 
     func validate() throws {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") }
-        guard width >= 1 else { throw ValidationError("--width must be at least 1, got \(width)") }
+        try FlagLimits.width(width)
         guard valFrac >= 0, valFrac < 1 else { throw ValidationError("--val-frac must be in [0, 1), got \(valFrac)") }
-        if let trainLimit, trainLimit < 1 { throw ValidationError("--train-limit must be at least 1, got \(trainLimit)") }
-        if let testLimit, testLimit < 1 { throw ValidationError("--test-limit must be at least 1, got \(testLimit)") }
+        try FlagLimits.trainLimit(trainLimit, valFrac: valFrac)
+        try FlagLimits.testLimit(testLimit)
         _ = try parseMilestones(milestones)
+        if resume && overwrite { throw ValidationError("--resume continues the run in --output-dir, --overwrite replaces it: choose one") }
+    }
+
+    /// Everything besides `TrainingConfig` that changes the trained model, by flag: a resumed
+    /// run must match all of it (a BadNets state resumed as Blend made a hybrid model).
+    var resultSettings: [String: String] {
+        var settings = ["--poison-type": attack.poisonType.rawValue, "--val-frac": "\(valFrac)",
+                        "--train-limit": trainLimit.map(String.init) ?? "all", "--test-limit": testLimit.map(String.init) ?? "all",
+                        "--split-file": data.splitFile ?? "seeded", "--conv-algorithm": (compute.convAlgorithm ?? Workload.training.defaultAlgorithm).rawValue]
+        if attack.poisonType != .benign {
+            settings["--poison-target"] = "\(attack.poisonTarget)"
+            settings["--poison-rate"] = "\(attack.poisonRate)"
+            settings["--trigger-alpha"] = attack.triggerAlpha.map { "\($0)" } ?? "default"
+            settings["--trigger-pattern"] = attack.triggerPattern ?? "seeded"
+        }
+        if attack.poisonType == .cleanLabel { settings["--clb-dir"] = attack.clbDir }
+        return settings
+    }
+
+    /// Refuses to mix two runs in one folder, before the data step writes anything there.
+    func checkOutputFolder(_ config: TrainingConfig) throws {
+        let folder = TrainingFolder(path: outputDir)
+        if resume {
+            try folder.prepareResume(config: config, settings: resultSettings)
+        } else {
+            try folder.prepareFresh(overwrite: overwrite)
+        }
     }
 
     func run() throws {
@@ -48,6 +77,7 @@ struct TrainCommand: ParsableCommand {
         config.milestones = try parseMilestones(milestones)
         config.width = width
         config.seed = seed
+        try checkOutputFolder(config)
 
         let prepared = try ExperimentData.prepare(data: data, attack: attack, valFrac: valFrac, trainLimit: trainLimit,
                                                   testLimit: testLimit, seed: seed, outputDirectory: outputDir,
@@ -57,6 +87,7 @@ struct TrainCommand: ParsableCommand {
                                   backend: compute.backend(for: .training))
         trainer.quiet = quiet
         trainer.checkpointMetadata = ["poison_type": attack.poisonType.rawValue]
+        trainer.runSettings = resultSettings
         if !quiet {
             print("training ResNet-18 width \(width) (\(trainer.model.parameterCount) parameters) on \(prepared.train.count) images"
                 + " (\(prepared.poisonedCount) poisoned), \(trainer.model.backend.summary)")

@@ -176,11 +176,7 @@ public enum CIFAR10 {
         guard FileManager.default.fileExists(atPath: path) else {
             throw FileError(path, "missing")
         }
-        do {
-            return try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
-        } catch {
-            throw FileError(path, "cannot read: \(error.localizedDescription)")
-        }
+        return try InputFile.map(path, what: "CIFAR-10 batch file")
     }
 
     // MARK: - Python layout

@@ -22,10 +22,7 @@ public enum Permutation {
 
     /// Reads a permutation file: one integer per line, a permutation of 0..<count.
     public static func read(path: String, count: Int = CIFAR10.trainCount) throws -> [Int] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw FileError(path, "cannot read the split (permutation) file")
-        }
-        return try parse(String(decoding: data, as: UTF8.self), path: path, count: count)
+        try parse(try InputFile.text(path, what: "split (permutation) file"), path: path, count: count)
     }
 
     public static func parse(_ text: String, path: String, count: Int) throws -> [Int] {

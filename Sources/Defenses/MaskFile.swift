@@ -47,10 +47,7 @@ public enum MaskFile {
     /// Reads a mask file as the reference's `read_data` does (whitespace-separated columns after
     /// one header line), with errors naming the line.
     public static func read(path: String) throws -> [NeuronScore] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw FileError(path, "cannot read the mask file (expected mask_values.txt as written by `backdoor anp`)")
-        }
-        return try parse(String(decoding: data, as: UTF8.self), path: path)
+        try parse(try InputFile.text(path, what: "mask file (mask_values.txt as written by `backdoor anp`)"), path: path)
     }
 
     public static func parse(_ text: String, path: String) throws -> [NeuronScore] {

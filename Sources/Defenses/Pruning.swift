@@ -26,14 +26,24 @@ public enum Pruning {
 
     /// Checks that every neuron names a BN layer of the model and a channel it has.
     public static func validate(_ scores: [NeuronScore], for model: Model, source: String) throws {
-        let channels = Dictionary(uniqueKeysWithValues: model.batchNorms.map { ($0.name, $0.channels) })
-        for score in scores {
-            guard let count = channels[score.layer] else {
-                throw FileError(source, "layer \(score.layer) is not a BatchNorm layer of this model (\(model.description)); expected one of \(model.batchNorms.map(\.name).joined(separator: ", "))")
+        // One line per BatchNorm channel, in model order, as `backdoor anp` writes it: a file cut
+        // short or made for another width would otherwise prune only the neurons it lists.
+        let expected = model.batchNorms.flatMap { layer in (0..<layer.channels).map { (layer.name, $0) } }
+        let names = Set(model.batchNorms.map(\.name))
+        for (i, score) in scores.enumerated() {
+            // The header is line 1, so neuron i is on line i + 2 (blank lines aside).
+            guard i < expected.count else {
+                throw FileError(source, "neuron \(i + 1) (\(score.layer) \(score.index)) is one too many: \(model.description) has \(expected.count) BatchNorm neurons")
             }
-            guard score.index < count else {
-                throw FileError(source, "\(score.layer) neuron \(score.index) is out of range: the layer has \(count) channels")
+            let (layer, index) = expected[i]
+            guard score.layer == layer, score.index == index else {
+                let hint = names.contains(score.layer) ? "" : "; \(score.layer) is not a BatchNorm layer of this model"
+                throw FileError(source, "neuron \(i + 1) is \(score.layer) \(score.index), expected \(layer) \(index) (one line per BatchNorm channel of \(model.description), in order)\(hint)")
             }
+        }
+        guard scores.count == expected.count else {
+            let (layer, index) = expected[scores.count]
+            throw FileError(source, "ends after \(scores.count) neurons; \(model.description) has \(expected.count) (the next would be \(layer) \(index)); the file is cut short or was written for another model")
         }
     }
 

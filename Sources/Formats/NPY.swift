@@ -6,13 +6,7 @@ import Support
 public enum NPY {
     /// Reads an `.npy` file; problems are `FileError`s naming the file.
     public static func read(path: String) throws -> HostTensor {
-        let bytes: [UInt8]
-        do {
-            bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        } catch {
-            throw FileError(path, "cannot read npy file: \(error.localizedDescription)")
-        }
-        return try decode(bytes, path: path)
+        try decode(try InputFile.bytes(path, what: "npy file"), path: path)
     }
 
     /// Reads an `.npy` file and checks its dtype and shape (nil dimensions match any size), so a

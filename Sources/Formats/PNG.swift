@@ -39,13 +39,7 @@ public enum PNG {
 
     /// Reads a PNG file into gray or RGB.
     public static func read(path: String, alpha: Alpha = .reject) throws -> PNGImage {
-        let bytes: [UInt8]
-        do {
-            bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-        } catch {
-            throw FileError(path, "cannot read PNG file: \(error.localizedDescription)")
-        }
-        return try decode(bytes, path: path, alpha: alpha)
+        try decode(try InputFile.bytes(path, what: "PNG file"), path: path, alpha: alpha)
     }
 
     /// Decodes PNG bytes; `path` only names the source in errors.

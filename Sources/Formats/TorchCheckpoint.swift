@@ -61,13 +61,7 @@ public struct TorchCheckpoint: Equatable {
 
     /// Reads a checkpoint file; every problem is a `FileError` naming the file.
     public static func read(path: String) throws -> TorchCheckpoint {
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw FileError(path, "cannot read checkpoint: \(error.localizedDescription)")
-        }
-        return try decode(data, path: path)
+        try decode(try InputFile.map(path, what: "checkpoint"), path: path)
     }
 
     /// Parses checkpoint bytes; `path` only names the source in errors.

@@ -78,10 +78,9 @@ struct JSONFields {
 /// File reading shared by the parsers: a clear error for a missing or unreadable file.
 enum RunFileReader {
     static func text(_ path: String) throws -> String {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw FileError(path, FileManager.default.fileExists(atPath: path)
-                ? "cannot be read" : "does not exist")
-        }
+        guard FileManager.default.fileExists(atPath: path) else { throw FileError(path, "does not exist") }
+        // Names a folder or FIFO in the way (a FIFO would block the read forever).
+        let data = try InputFile.map(path, what: "run file")
         guard let text = String(data: data, encoding: .utf8) else {
             throw FileError(path, "is not UTF-8 text")
         }

@@ -126,34 +126,66 @@ public struct ReportDocument {
     /// Markdown with the same blocks; plots are linked as `plotsFolder/<file>.svg`, images by
     /// their path relative to the run folder (report.md lies at the run folder's root).
     public func markdown(plotsFolder: String) -> String {
-        var out = "# \(title)\n\n"
+        var out = "# \(Self.markdownLine(title))\n\n"
         for block in blocks {
             switch block {
             case .heading(let level, let text, _):
-                out += String(repeating: "#", count: level) + " \(text)\n\n"
+                out += String(repeating: "#", count: level) + " \(Self.markdownLine(text))\n\n"
             case .paragraph(let text):
-                out += "\(text)\n\n"
+                out += "\(Self.markdownText(text))\n\n"
             case .note(let text):
                 out += "> **\(Self.markdownCell(text))**\n\n"
             case .table(let headers, let rows, _):
                 out += Self.markdownTable(headers: headers, rows: rows) + "\n"
             case .foldedTable(let summary, let headers, let rows):
-                out += "\(summary):\n\n" + Self.markdownTable(headers: headers, rows: rows) + "\n"
+                out += "\(Self.markdownLine(summary)):\n\n" + Self.markdownTable(headers: headers, rows: rows) + "\n"
             case .plots(let plots):
                 for plot in plots {
-                    out += "![\(plot.title)](\(plotsFolder)/\(plot.fileName))\n\n"
+                    out += "![\(Self.markdownLine(plot.title))](\(Self.markdownLink(plotsFolder + "/" + plot.fileName)))\n\n"
                 }
             case .image(_, let relativePath, let caption):
-                out += "![\(caption)](\(relativePath))\n\n\(caption)\n\n"
+                out += "![\(Self.markdownLine(caption))](\(Self.markdownLink(relativePath)))\n\n\(Self.markdownText(caption))\n\n"
             case .code(let text, let language):
-                out += "```\(language)\n\(text)\n```\n\n"
+                // A fence longer than any backtick run inside, so the text cannot close it.
+                let longestRun = text.split(whereSeparator: { $0 != "`" }).map(\.count).max() ?? 0
+                let fence = String(repeating: "`", count: max(3, longestRun + 1))
+                out += "\(fence)\(Self.markdownLine(language).filter { $0 != "`" })\n\(text)\n\(fence)\n\n"
             }
         }
         return out
     }
 
+    /// Text from the run folder (summary.json values, folder names) as literal Markdown: the
+    /// characters that start raw HTML, entities, links or images are escaped, so `<script>` or
+    /// `<img onerror=...>` shows as text in a Markdown viewer instead of running.
+    static func markdownText(_ text: String) -> String {
+        var out = ""
+        for character in text {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\\", "[", "]", "`": out += "\\" + String(character)
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+
+    /// `markdownText` on one line (headings, captions, cells end at a newline).
+    static func markdownLine(_ text: String) -> String {
+        markdownText(text.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " "))
+    }
+
+    /// A relative path as a link target: percent-encoded, so it cannot end the link early.
+    static func markdownLink(_ path: String) -> String {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "()<>")
+        return path.addingPercentEncoding(withAllowedCharacters: allowed) ?? ""
+    }
+
     private static func markdownCell(_ text: String) -> String {
-        text.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\n", with: " ")
+        markdownLine(text).replacingOccurrences(of: "|", with: "\\|")
     }
 
     private static func markdownTable(headers: [String], rows: [[String]]) -> String {

@@ -80,9 +80,7 @@ public struct EmbeddedPNG: Equatable {
     public var height: Int
 
     public static func load(path: String) throws -> EmbeddedPNG {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw FileError(path, "cannot be read")
-        }
+        let data = try InputFile.map(path, what: "PNG file")
         let bytes = [UInt8](data.prefix(24))
         let signature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
         guard bytes.count == 24, Array(bytes[0..<8]) == signature, Array(bytes[12..<16]) == Array("IHDR".utf8) else {

@@ -82,6 +82,9 @@ public final class Trainer {
     public let outputDirectory: String
     public var quiet = false
     public var checkpointMetadata: [String: String] = [:]
+    /// Settings outside `config` that change the result (attack, data limits), by flag name:
+    /// stored in the resume state, and a resumed run must have the same.
+    public var runSettings: [String: String] = [:]
     /// Called after each epoch's checkpoint (for progress in a larger pipeline); an error thrown
     /// here stops training as an interruption would, leaving a resumable state.
     public var onEpoch: ((EpochRecord) throws -> Void)?
@@ -105,7 +108,7 @@ public final class Trainer {
     /// Runs the remaining epochs; returns every epoch's record (resumed ones included).
     @discardableResult
     public func run(resume: Bool = false) throws -> [EpochRecord] {
-        try FileManager.default.createDirectory(atPath: outputDirectory, withIntermediateDirectories: true)
+        try Folder.create(outputDirectory)
         var records: [EpochRecord] = []
         var startEpoch = 0
         if resume, FileManager.default.fileExists(atPath: resumePath) {
@@ -134,8 +137,7 @@ public final class Trainer {
                 let logits = try model.forward(images: batch.images, count: batch.count, mode: .training)
                 let ce = CrossEntropy.evaluate(logits: logits, labels: batch.labels, classes: model.numClasses)
                 guard ce.meanLoss.isFinite else {
-                    throw TrainingError(description: "loss became \(ce.meanLoss) in epoch \(epoch + 1) after \(seen) images "
-                        + "(learning rate \(lr)); stopped. The last good model is \(modelPath)")
+                    throw divergence(loss: ce.meanLoss, epoch: epoch + 1, images: seen, learningRate: lr)
                 }
                 try model.backward(logitsGradient: ce.logitsGradient, weightGradients: true, wantInputGradient: false)
                 try sgd.step(model.parameters)
@@ -174,22 +176,28 @@ public final class Trainer {
         for (k, v) in try sgd.state(model.parameters) { tensors[k] = v }
         let log = String(decoding: try JSONEncoder().encode(records), as: UTF8.self)
         let configText = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
-        try SafeTensors(tensors: tensors, metadata: ["completed_epochs": String(completedEpochs), "records": log,
-                                                     "config": configText]).write(path: resumePath)
+        let settings = String(decoding: try JSONEncoder().encode(runSettings), as: UTF8.self)
+        let state = SafeTensors(tensors: tensors, metadata: ["completed_epochs": String(completedEpochs), "records": log,
+                                                            "config": configText, TrainingFolder.settingsKey: settings])
+        try TrainingFolder.sealed(state).write(path: resumePath)
+        try TrainingFolder(path: outputDirectory).writeManifest(completedEpochs: completedEpochs)
+    }
+
+    /// The error of a diverged step, naming the last saved model only when there is one.
+    private func divergence(loss: Float, epoch: Int, images: Int, learningRate: Float) -> TrainingError {
+        let saved = TrainingFolder(path: outputDirectory).manifestEpoch(matching: TrainingFolder.modelName)
+        let model = saved.map { "The last good model is \(modelPath) (after epoch \($0))." }
+            ?? "No epoch completed, so there is no trained model; try a lower --lr."
+        return TrainingError(description: "loss became \(loss) in epoch \(epoch) after \(images) images "
+            + "(learning rate \(learningRate)); stopped. " + model)
     }
 
     private func restore() throws -> (Int, [EpochRecord]) {
+        // What a kill during a write left (`backdoor run --resume` comes here without the CLI's check).
+        AtomicFile.removeStaleTemporaries(in: outputDirectory)
         let file = try SafeTensors.read(path: resumePath)
-        guard let text = file.metadata["config"],
-              let saved = try? JSONDecoder().decode(TrainingConfig.self, from: Data(text.utf8)) else {
-            throw FileError(resumePath, "no training configuration in resume state")
-        }
-        var comparable = saved
-        comparable.epochs = config.epochs
-        guard comparable == config else {
-            throw FileError(resumePath, "was written with another configuration (\(text)); "
-                + "use a new --output-dir or the same settings to resume")
-        }
+        try TrainingFolder.verify(file, source: resumePath)
+        try TrainingFolder.checkSameSettings(stored: file.metadata, config: config, settings: runSettings, source: resumePath)
         guard let completed = file.metadata["completed_epochs"].flatMap(Int.init),
               let log = file.metadata["records"],
               let records = try? JSONDecoder().decode([EpochRecord].self, from: Data(log.utf8)) else {

@@ -67,4 +67,22 @@ final class ConvertInspectTests: XCTestCase {
             XCTAssertTrue(String(describing: error).contains("is a PNG image"), "\(error)")
         }
     }
+
+    /// Issue 12, case 11: tensor names and metadata from a file are shown escaped, so terminal
+    /// escapes, NUL and newlines cannot reach the terminal.
+    func testInspectEscapesNamesAndMetadata() throws {
+        let path = try temporaryDirectory() + "/hostile.safetensors"
+        let name = "evil\u{1B}[2J\nfake line\u{0}\u{202E}"
+        try SafeTensors(tensors: [name: HostTensor(floats: [1], shape: [1])],
+                        metadata: ["note\u{7}": "a\rb"]).write(path: path)
+        let text = try InspectCommand.report(path: path, json: false)
+        XCTAssertTrue(text.contains("evil\\u{1b}[2J\\u{a}fake line\\u{0}\\u{202e}"), text)
+        XCTAssertTrue(text.contains("note\\u{7}: a\\u{d}b"), text)
+        XCTAssertFalse(text.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" }, text)
+        XCTAssertEqual(text.split(separator: "\n").count, 4, "header, one tensor, metadata title, one entry")
+        // JSON keeps the exact name (JSON escapes control characters itself).
+        let json = try InspectCommand.report(path: path, json: true)
+        XCTAssertTrue(json.contains("\\u001b[2J\\nfake line\\u0000"), json)
+    }
 }
+

@@ -1,6 +1,8 @@
 import Datasets
 import Foundation
+import Support
 import XCTest
+import TestSupport
 
 final class SplitTests: XCTestCase {
     func testReferencePermutationSplits() throws {
@@ -46,4 +48,12 @@ final class SplitTests: XCTestCase {
         XCTAssertEqual(again, permutation)
         XCTAssertEqual(givenPath, path)
     }
+
+    /// The fuzzer's saved split-file inputs (Tests/Fuzz) parse or are refused, never crash.
+    func testSavedFuzzInputsReplay() throws {
+        let inputs = try FuzzInputs.inputs(target: "split")
+        for input in inputs { _ = try? Permutation.parse(String(decoding: input, as: UTF8.self), path: "fuzz", count: 16) }
+        XCTAssertGreaterThan(inputs.count, 0)
+    }
 }
+

@@ -117,4 +117,35 @@ final class PruningTests: XCTestCase {
         XCTAssertEqual(rows.map(\.mask), [0.0, 0.15, 1.0])
         XCTAssertEqual(rows[1].line(mode: .number), "4 \t layer1.0.bn1 \t 2 \t 0.15 \t 4.0000 \t 0.5000 \t 1.2346 \t 0.9000\n")
     }
+
+    /// Issue 12, case 10: a mask file must list every BatchNorm neuron of the model in order; a
+    /// file cut short, reordered or made for another width is refused at its first mismatch.
+    func testMaskFileMustMatchTheModelsNeurons() throws {
+        let model = try ResNet18.model(width: 4, seed: 2, on: testBackend)
+        let all = model.batchNorms.flatMap { layer in (0..<layer.channels).map { NeuronScore(layer: layer.name, index: $0, value: 0.5) } }
+        XCTAssertNoThrow(try Pruning.validate(all, for: model, source: "m.txt"))
+        assertMessage(try Pruning.validate(Array(all.dropLast(3)), for: model, source: "m.txt"),
+                      ["m.txt: ends after \(all.count - 3) neurons", "has \(all.count)", "the next would be \(all[all.count - 3].layer) \(all[all.count - 3].index)"])
+        var swapped = all
+        swapped.swapAt(5, 6)
+        assertMessage(try Pruning.validate(swapped, for: model, source: "m.txt"),
+                      ["neuron 6 is \(all[6].layer) \(all[6].index), expected \(all[5].layer) \(all[5].index)"])
+        let wider = try ResNet18.model(width: 8, seed: 2, on: testBackend)
+        assertMessage(try Pruning.validate(all, for: wider, source: "m.txt"), ["width 8"])
+        assertMessage(try Pruning.validate(all + [all[0]], for: model, source: "m.txt"), ["one too many"])
+    }
+
+    /// The fuzzer's saved mask-file inputs (Tests/Fuzz) parse or are refused, never crash.
+    func testSavedFuzzInputsReplay() throws {
+        let inputs = try FuzzInputs.inputs(target: "mask")
+        for input in inputs { _ = try? MaskFile.parse(String(decoding: input, as: UTF8.self), path: "fuzz") }
+        XCTAssertGreaterThan(inputs.count, 0)
+    }
+
+    private func assertMessage(_ body: @autoclosure () throws -> Void, _ fragments: [String], line: UInt = #line) {
+        XCTAssertThrowsError(try body(), line: line) { error in
+            for fragment in fragments { XCTAssertTrue("\(error)".contains(fragment), "\(error) lacks \(fragment)", line: line) }
+        }
+    }
 }
+

@@ -2,6 +2,7 @@ import Foundation
 import Support
 import XCTest
 @testable import Formats
+import TestSupport
 
 /// Mutated copies of the fixtures (safetensors, npy, png, pickle) must only ever give thrown
 /// errors or a valid reading, never a crash. `BACKDOOR_FUZZ_ITERATIONS` scales the run.
@@ -63,4 +64,33 @@ final class FuzzTests: XCTestCase {
             }
         }
     }
+
+    /// Every saved input of the coverage-guided fuzzer (Tests/Fuzz/corpus and Tests/Fuzz/crashes,
+    /// see scripts/fuzz/run.sh) goes through its target again: a crash here is a regression.
+    func testSavedFuzzInputsReplay() throws {
+        for target in FuzzTarget.allCases {
+            let inputs = try FuzzInputs.inputs(target: target.rawValue)
+            XCTAssertFalse(inputs.isEmpty, "\(target) has saved inputs")
+            for input in inputs { try target.run(input) }
+        }
+    }
+
+    /// Issue 12, case 1: 50,000 nested lists pass the depth check's error path; freeing the
+    /// parse tree recursively then overflowed the stack (SIGSEGV), in a bare pickle and in a
+    /// zip checkpoint's data.pkl alike.
+    func testDeeplyNestedPickleIsAnErrorNotAStackOverflow() throws {
+        let pickle = FuzzInputs.root() + "/crashes/pickle/deep-nesting-issue12.pkl"
+        assertThrows(try Pickle.read(path: pickle, allowedGlobals: []), mentioning: [pickle, "nests deeper than 500 levels"])
+        let zip = FuzzInputs.root() + "/crashes/zip/deep-nesting-data-pkl-issue12.pt"
+        assertThrows(try TorchCheckpoint.read(path: zip), mentioning: [zip, "nests deeper than 500 levels"])
+        assertThrows(try TensorFile.read(path: zip), mentioning: [zip, "nests deeper than 500 levels"])
+    }
+
+    /// Found by the fuzzer: 576 bytes whose memo references expand to millions of values; the
+    /// bound is low enough that the refusal is quick (it took 3.4 s and 660 MB at 20,000,000).
+    func testMemoExpansionIsRefusedEarly() throws {
+        let zip = FuzzInputs.root() + "/crashes/zip/memo-expansion-timeout.pt"
+        assertThrows(try TorchCheckpoint.read(path: zip), mentioning: [zip, "expands to more than 2000000 values"])
+    }
 }
+

@@ -96,4 +96,46 @@ final class SafeTensorsTests: XCTestCase {
     func testMissingFileIsNamed() {
         assertThrows(try SafeTensors.read(path: "/nonexistent/x.safetensors"), mentioning: ["/nonexistent/x.safetensors"])
     }
+
+    /// Issue 12, case 6: `inspect` read the whole file (3 GB: 17.6 s, 6.3 GB RSS). The header
+    /// reader lists a 64 GiB sparse file, which a whole read could not even hold.
+    func testHeaderIsReadWithoutTheData() throws {
+        let path = try FixturePaths.temporaryDirectory(self) + "/huge.safetensors"
+        let shape = [16, 1024, 1024, 1024]
+        let dataBytes = shape.reduce(4, *)
+        var header = Array("{\"w\":{\"dtype\":\"F32\",\"shape\":[16,1024,1024,1024],\"data_offsets\":[0,\(dataBytes)]}}".utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        let prefix = (0..<8).map { UInt8(truncatingIfNeeded: header.count >> (8 * $0)) }
+        try Data(prefix + header).write(to: URL(fileURLWithPath: path))
+        XCTAssertEqual(truncate(path, off_t(8 + header.count + dataBytes)), 0)
+        let listing = try SafeTensors.Header.read(path: path)
+        XCTAssertEqual(listing.entries, [SafeTensors.Entry(name: "w", dtype: .f32, shape: shape, begin: 0, end: dataBytes)])
+        XCTAssertEqual(listing.dataStart, 8 + header.count)
+        let summary = try TensorFile.list(path: path)
+        XCTAssertEqual(summary.tensors.map(\.byteCount), [dataBytes])
+    }
+
+    /// Case 6: bytes after the last tensor are damage (or a payload), refused with the count.
+    func testTrailingBytesAreRefused() throws {
+        let path = try FixturePaths.temporaryDirectory(self) + "/trailing.safetensors"
+        let bytes = SafeTensors(tensors: ["x": HostTensor(floats: [1, 2], shape: [2])]).encoded()
+        try Data(bytes + [0, 0, 0]).write(to: URL(fileURLWithPath: path))
+        assertThrows(try SafeTensors.read(path: path), mentioning: [path, "3 trailing bytes after the last tensor"])
+        assertThrows(try SafeTensors.Header.read(path: path), mentioning: [path, "3 trailing bytes"])
+        XCTAssertEqual(try SafeTensors.decode(bytes, path: "ok").tensors.count, 1)
+    }
+
+    /// Issue 12, case 9: a directory or FIFO given as the input file is named as such (not
+    /// Foundation's "error 256"), and a FIFO is not opened (the read would block forever).
+    func testInputThatIsNotARegularFileIsNamed() throws {
+        let directory = try FixturePaths.temporaryDirectory(self)
+        assertThrows(try SafeTensors.read(path: directory), mentioning: [directory, "is a directory; expected the safetensors file"])
+        let fifo = directory + "/pipe"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        assertThrows(try TensorFile.read(path: fifo), mentioning: [fifo, "is a FIFO (named pipe)"])
+        assertThrows(try TensorFile.list(path: fifo), mentioning: [fifo, "is a FIFO (named pipe)"])
+        let missing = directory + "/absent.safetensors"
+        assertThrows(try SafeTensors.read(path: missing), mentioning: [missing, "No such file or directory (ENOENT)"])
+    }
 }
+

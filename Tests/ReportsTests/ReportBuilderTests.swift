@@ -214,4 +214,31 @@ final class ReportBuilderTests: XCTestCase {
         XCTAssertTrue(report.problems.contains("Missing: wanet/anp/mask_values.txt"))
         XCTAssertTrue(report.plots.contains { $0.fileName == "wanet-training-accuracy.svg" })
     }
+
+    /// Issue 12, case 11: report.md embedded raw HTML from summary.json values and folder names
+    /// (report.html and the SVGs escaped already); both must show it as text.
+    func testMarkdownEscapesHTMLFromTheRunFolder() throws {
+        let run = try ReportFixtures.copyOfRun(self)
+        let summaryPath = run + "/summary.json"
+        var summary = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: summaryPath))) as? [String: Any])
+        summary["preset"] = "<script>alert(1)</script>"
+        try JSONSerialization.data(withJSONObject: summary).write(to: URL(fileURLWithPath: summaryPath))
+        let folder = "<img src=x onerror=alert(2)>"
+        try FileManager.default.createDirectory(atPath: "\(run)/\(folder)/train", withIntermediateDirectories: true)
+        let report = try ReportBuilder.build(runDirectory: run)
+        for html in ["<script", "<img src=x"] {
+            XCTAssertFalse(report.markdown.lowercased().contains(html), "report.md holds raw \(html)")
+            XCTAssertFalse(report.html.lowercased().contains(html), "report.html holds raw \(html)")
+        }
+        XCTAssertTrue(report.markdown.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), report.markdown)
+        XCTAssertTrue(report.markdown.contains("&lt;img src=x onerror=alert(2)&gt;"), report.markdown)
+    }
+
+    func testMarkdownTextEscapesLinksAndFences() {
+        XCTAssertEqual(ReportDocument.markdownText("[x](javascript:1) a&b `c` \\"), "\\[x\\](javascript:1) a&amp;b \\`c\\` \\\\")
+        var document = ReportDocument(title: "t")
+        document.blocks = [.code("```\n<b>", language: "json")]
+        XCTAssertTrue(document.markdown(plotsFolder: "plots").contains("````json\n```\n<b>\n````\n"))
+    }
 }
+

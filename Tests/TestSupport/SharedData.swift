@@ -39,3 +39,24 @@ public enum SharedData {
         return nil
     }
 }
+
+/// The coverage-guided fuzzer's saved inputs (`Tests/Fuzz/corpus/TARGET` and
+/// `Tests/Fuzz/crashes/TARGET`, see scripts/fuzz/run.sh), for the tests that replay them.
+public enum FuzzInputs {
+    public static func root(from filePath: String = #filePath) -> String {
+        SharedData.packageRoot(from: filePath) + "/Tests/Fuzz"
+    }
+
+    public static func files(target: String, from filePath: String = #filePath) -> [String] {
+        ["corpus", "crashes"].flatMap { kind -> [String] in
+            let folder = "\(root(from: filePath))/\(kind)/\(target)"
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []
+            return names.filter { !$0.hasPrefix(".") }.sorted().map { "\(folder)/\($0)" }
+        }
+    }
+
+    /// Each saved input of `target` as bytes.
+    public static func inputs(target: String, from filePath: String = #filePath) throws -> [[UInt8]] {
+        try files(target: target, from: filePath).map { [UInt8](try Data(contentsOf: URL(fileURLWithPath: $0))) }
+    }
+}

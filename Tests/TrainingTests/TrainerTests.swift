@@ -103,7 +103,8 @@ final class TrainerTests: XCTestCase {
                                  outputDirectory: directory, backend: testBackend)
         second.quiet = true
         XCTAssertThrowsError(try second.run(resume: true)) { error in
-            XCTAssertTrue("\(error)".contains("another configuration"), "\(error)")
+            // The field and both values, not a dump of the configuration (issue 12, case 4).
+            XCTAssertTrue("\(error)".contains("was written with --lr 0.05, this run has --lr 0.2"), "\(error)")
         }
     }
 
@@ -117,6 +118,9 @@ final class TrainerTests: XCTestCase {
         trainer.quiet = true
         XCTAssertThrowsError(try trainer.run()) { error in
             XCTAssertTrue("\(error)".contains("loss became"), "\(error)")
+            // Issue 12, case 8: epoch 1 has no last good model to name.
+            XCTAssertTrue("\(error)".contains("No epoch completed, so there is no trained model"), "\(error)")
+            XCTAssertFalse("\(error)".contains("last good model"), "\(error)")
         }
         XCTAssertFalse(FileManager.default.fileExists(atPath: directory + "/model_last.safetensors"),
                        "no diverged model is saved as the last one")
