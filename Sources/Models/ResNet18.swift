@@ -73,8 +73,9 @@ public final class BasicBlock: Module, Layer {
 /// match PyTorch's state_dict. `width` 64 is the real model; 32 and 16 are CPU-sized variants.
 public final class ResNet18: Sequential {
     public static let architecture = "resnet18-cifar"
-    /// Widths past this would need hundreds of GiB at batch 128 (width 5000: 360 GB for one layer).
-    public static let maximumWidth = 512
+    /// 16 times the real model's parameters (width 64); wider does not fit a CPU machine's memory
+    /// (width 5000 asked for 360 GB after seconds of work).
+    public static let maximumWidth = 256
 
     public let width: Int
     public let numClasses: Int
