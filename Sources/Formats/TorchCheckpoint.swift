@@ -68,7 +68,7 @@ public struct TorchCheckpoint: Equatable {
     public static func decode(_ data: Data, path: String) throws -> TorchCheckpoint {
         do {
             if data.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
-                return try ZipReader(bytes: [UInt8](data)).checkpoint()
+                return try ZipReader(data: data).checkpoint()
             }
             guard data.first == 0x80 else {
                 throw CheckpointError("not a PyTorch checkpoint: neither a zip archive nor a pickle")
@@ -332,8 +332,8 @@ private struct Interpreter {
 private struct ZipReader {
     let archive: ZipArchive
 
-    init(bytes: [UInt8]) throws {
-        archive = try ZipArchive(bytes: bytes)
+    init(data: Data) throws {
+        archive = try ZipArchive(bytes: data)
     }
 
     func checkpoint() throws -> TorchCheckpoint {

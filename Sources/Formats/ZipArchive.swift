@@ -15,12 +15,15 @@ struct ZipArchive {
         let localHeaderOffset: Int
     }
 
-    let bytes: [UInt8]
+    /// Memory-mapped for files: only the entries read are paged in (a whole-file copy doubled
+    /// the memory `inspect` needed).
+    let bytes: Data
     /// Entries by path (the first of duplicate paths wins).
     private(set) var entries: [String: Entry] = [:]
 
-    init(bytes: [UInt8]) throws {
-        self.bytes = bytes
+    init(bytes: Data) throws {
+        // Offsets below are from the file's start: a slice is rebased to index 0.
+        self.bytes = bytes.startIndex == 0 ? bytes : Data(bytes)
         let eocd = try findEndOfCentralDirectory()
         var count = Int(u16(eocd + 10))
         var directorySize = Int(u32(eocd + 12))

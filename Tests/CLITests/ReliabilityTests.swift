@@ -114,6 +114,19 @@ final class ReliabilityTests: XCTestCase {
         }
     }
 
+    /// Case 9: resuming in a folder that cannot be written is refused up front, in words.
+    func testResumeIntoAnUnwritableFolderIsNamed() throws {
+        var folder = try temporaryDirectory()
+        chmod(folder, 0o555)
+        if access(folder, W_OK) == 0 {  // root ignores the mode bits
+            guard access("/proc/sys", W_OK) != 0 else { throw XCTSkip("no folder here that root cannot write") }
+            folder = "/proc/sys"
+        }
+        XCTAssertThrowsError(try TrainingFolder(path: folder).prepareResume(config: TrainingConfig(), settings: [:])) { error in
+            XCTAssertEqual("\(error)", "\(folder): cannot write here: the folder \(folder) is not writable (EACCES)")
+        }
+    }
+
     // MARK: Cases 4, 5, 7, 8, 12 on a real (tiny) training run
 
     func dataDirectory() throws -> String {

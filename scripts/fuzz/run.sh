@@ -47,6 +47,7 @@ build() {
 
 fuzz() { # TARGET SECONDS
     local target=$1 seconds=$2 corpus=$out/corpus/$1 crashes=Tests/Fuzz/crashes/$1 log=$out/$1.log
+    rm -rf "$out/artifacts/$target"  # only this run's findings are copied below
     mkdir -p "$corpus" "$crashes" "$out/artifacts/$target"
     [ -d "Tests/Fuzz/corpus/$target" ] && cp -n Tests/Fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null || true
     local status=0
