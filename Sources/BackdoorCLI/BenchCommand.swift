@@ -46,6 +46,9 @@ struct BenchCommand: ParsableCommand {
             }, steps: steps, batch: batchSize)
             result["peak_rss_mib"] = Self.peakResidentMiB()
         }
+        // The training model's buffers go back to the system, so that the evaluation phase is
+        // measured on its own (the allocator otherwise keeps them, see the oneDNN backend's Tensor).
+        OneDNN.returnFreedMemory()
         let model = try ResNet18.model(width: width, seed: 1, on: compute.backend(for: .inference))
         result["eval_images_per_s"] = try Self.rate({
             _ = try model.forward(images: images, count: batchSize, mode: .evaluation)

@@ -87,3 +87,9 @@ final class DNNLTensor: DeviceTensor {
         try primitive.execute([DNNL_ARG_FROM: self, DNNL_ARG_TO: destination])
     }
 }
+
+extension OneDNN {
+    /// Gives the memory of released tensors back to the system (the heap keeps it otherwise, see
+    /// `DNNLTensor.allocatorPolicy`): to measure one phase's memory apart from an earlier one's.
+    public static func returnFreedMemory() { malloc_trim(0) }
+}
