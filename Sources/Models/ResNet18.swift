@@ -25,18 +25,11 @@ public final class BasicBlock: Module, Layer {
             : Sequential([])
     }
 
-    /// The projection shortcut's convolution and BatchNorm (nil for the identity).
-    private var projection: (conv: Conv2d, bn: BatchNorm2d)? {
-        guard shortcut.layers.count == 2, let conv = shortcut.layers[0] as? Conv2d,
-              let bn = shortcut.layers[1] as? BatchNorm2d else { return nil }
-        return (conv, bn)
-    }
-
     /// The outputs of bn2 and the shortcut BN live only until the join, in transient buffers.
     public func forward(_ x: Tensor, _ pass: ForwardPass) throws -> Tensor {
         let main = try bn2.forward(conv2.forward(bn1.forward(conv1.forward(x, pass), pass), pass), pass, transient: true)
         var residual = x
-        if let (conv, bn) = projection { residual = try bn.forward(conv.forward(x, pass), pass, transient: true) }
+        if let (conv, bn) = shortcut.projection { residual = try bn.forward(conv.forward(x, pass), pass, transient: true) }
         // Not in place: oneDNN 2.6's binary add with a ReLU post-op gave wrong results in place.
         let y = try output.get(main.layout, on: backend)
         try backend.addition(main.layout, relu: true).forward(main, residual, into: y)
@@ -51,7 +44,7 @@ public final class BasicBlock: Module, Layer {
         try backend.addition(y.layout, relu: true).reluBackward(output: y, outputGradient: gSum, inputGradient: gSum)
         let gResidual: Tensor
         let g2: Tensor
-        if let (conv, bn) = projection {
+        if let (conv, bn) = shortcut.projection {
             let gS = try bn.backward(gSum, pass, inPlace: false)
             gResidual = try conv.backward(gS, pass, needsInputGradient: true)!
             g2 = try bn2.backward(gSum, pass, inPlace: true)
@@ -115,5 +108,13 @@ public final class ResNet18: Sequential {
     public static func model(width: Int = 64, numClasses: Int = 10, seed: UInt64 = 0, on backend: Backend) throws -> Model {
         Model(root: try ResNet18(width: width, numClasses: numClasses, seed: seed, on: backend), architecture: architecture,
               settings: ["width": String(width)], numClasses: numClasses, on: backend)
+    }
+}
+
+extension Sequential {
+    /// A projection shortcut's convolution and BatchNorm (nil for the identity, an empty Sequential).
+    var projection: (conv: Conv2d, bn: BatchNorm2d)? {
+        guard layers.count == 2, let conv = layers[0] as? Conv2d, let bn = layers[1] as? BatchNorm2d else { return nil }
+        return (conv, bn)
     }
 }
