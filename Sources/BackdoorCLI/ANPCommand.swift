@@ -31,6 +31,7 @@ struct ANPCommand: ParsableCommand {
     @Option(help: "Where mask_values.txt and the logs go.") var outputDir = "runs/anp"
     @OptionGroup var data: DataOptions
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var network: ModelOption
     @Option(help: "Fraction of the training set held by the defender.") var valFrac = 0.01
     @Option(help: "Perturbation budget (0 disables the adversary).") var anpEps: Float = 0.4
     @Option(help: "Adversarial steps per iteration.") var anpSteps = 1
@@ -46,7 +47,7 @@ struct ANPCommand: ParsableCommand {
     @Flag(help: "Continue from --output-dir/anp_state.safetensors when it exists.") var resume = false
     @Option(help: "Time this many iterations on random data and a random model instead (no data needed).")
     var benchmark: Int?
-    @Option(help: "Width of the random model of --benchmark (64 is the real ResNet-18).") var width = 64
+    @Option(help: "Width of the random --model of --benchmark (ResNet family only; default 64, the real model).") var width: Int?
 
     var config: ANPConfig {
         var config = ANPConfig()
@@ -66,7 +67,7 @@ struct ANPCommand: ParsableCommand {
         guard valFrac > 0 && valFrac <= 1 else { throw ValidationError("--val-frac \(valFrac) is invalid: expected a fraction in (0, 1]") }
         guard evalBatchSize >= 1 else { throw ValidationError("--eval-batch-size \(evalBatchSize) is invalid: expected >= 1") }
         if let benchmark, benchmark < 1 { throw ValidationError("--benchmark \(benchmark) is invalid: expected >= 1") }
-        try FlagLimits.width(width)
+        try FlagLimits.width(width, model: network.architecture)
         if benchmark == nil && checkpoint == nil { throw ValidationError("--checkpoint is required (the backdoored model)") }
         do { try config.validate() } catch { throw ValidationError("\(error)") }
     }
@@ -75,7 +76,7 @@ struct ANPCommand: ParsableCommand {
         let backend = try compute.backend(for: .inference)
         if let benchmark { return try runBenchmark(iterations: benchmark, on: backend) }
         guard let checkpoint else { return }
-        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, on: backend)
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, expected: network.model, on: backend)
         let dataSet = try data.load()
         var test = dataSet.test
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
@@ -131,7 +132,7 @@ struct ANPCommand: ParsableCommand {
     /// Seconds per ANP iteration on random weights and images (what matters for speed is the
     /// shape: width and batch size).
     func runBenchmark(iterations: Int, on backend: Backend) throws {
-        let model = try ResNet18.model(width: width, seed: seed, on: backend)
+        let model = try network.architecture.model(width: network.width(width), seed: seed, on: backend)
         var generator = SeededGenerator(seed: seed, stream: "anp-benchmark")
         let images = (0..<(batchSize * 3072)).map { _ in generator.nextGaussian() }
         let labels = (0..<batchSize).map { _ in Int32(generator.next() % 10) }
@@ -147,8 +148,8 @@ struct ANPCommand: ParsableCommand {
         let iteration = try measure(iterations) { try optimizer.step(images: images, labels: labels, generator: &generator) }
         let forward = try measure(iterations) { _ = try model.forward(images: images, count: batchSize, mode: .training) }
         let both = try measure(iterations) { _ = try optimizer.gradients(images: images, labels: labels, perturbed: true) }
-        print(String(format: "ANP iteration, width %d, batch %d, %@: %.3f s wall, %.3f s CPU (mean of %d)",
-                     width, batchSize, backend.summary, iteration.wall, iteration.cpu, iterations))
+        print(String(format: "ANP iteration, %@, batch %d, %@: %.3f s wall, %.3f s CPU (mean of %d)",
+                     model.description, batchSize, backend.summary, iteration.wall, iteration.cpu, iterations))
         print(String(format: "  of which each of its %d forward+backward passes: %.3f s wall (forward %.3f s, backward %.3f s)",
                      2 + anpSteps, both.wall, forward.wall, both.wall - forward.wall))
     }

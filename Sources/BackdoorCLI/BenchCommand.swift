@@ -8,10 +8,11 @@ import Support
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Images per second of a ResNet-18 training step and of evaluation, and peak resident memory.")
+        abstract: "Images per second of a --model (default ResNet-18) training step and of evaluation, and peak resident memory.")
 
     @OptionGroup var compute: ComputeOptions
-    @Option(parsing: .unconditional, help: "Base width of the ResNet-18.") var width = 64
+    @OptionGroup var network: ModelOption
+    @Option(parsing: .unconditional, help: "Base width of the ResNet family (default 64; not for VGG or MobileNetV2).") var width: Int?
     @Option(parsing: .unconditional, help: "Batch size.") var batchSize = 128
     @Option(parsing: .unconditional, help: "Timed training steps (after one warm-up step).") var steps = 3
     @Option(parsing: .unconditional, help: "Timed evaluation batches (after one warm-up batch).") var evalBatches = 3
@@ -19,7 +20,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
-        try FlagLimits.width(width)
+        try FlagLimits.width(width, model: network.architecture)
         // oneDNN's answer to a zero batch is a bare invalid_arguments.
         try FlagLimits.atLeastOne(batchSize, flag: "--batch-size")
         try FlagLimits.atLeastOne(steps, flag: "--steps")
@@ -32,11 +33,12 @@ struct BenchCommand: ParsableCommand {
         var generator = SeededGenerator(seed: 5)
         let images = (0..<(batchSize * 3 * 32 * 32)).map { _ in generator.nextGaussian() }
         let labels = (0..<batchSize).map { _ in Int32(generator.next() % 10) }
-        var result: [String: Any] = ["width": width, "batch_size": batchSize, "onednn": OneDNN.version, "isa": OneDNN.isa]
+        let width = network.width(self.width)
+        var result: [String: Any] = ["model": network.architecture.flagName, "width": width, "batch_size": batchSize, "onednn": OneDNN.version, "isa": OneDNN.isa]
         do {  // the training model and its backend are released before evaluation
             let trainingBackend = try compute.backend(for: .training)
             result["threads"] = trainingBackend.threads
-            let model = try ResNet18.model(width: width, seed: 1, on: trainingBackend)
+            let model = try network.architecture.model(width: width, seed: 1, on: trainingBackend)
             let sgd = SGD()
             result["train_images_per_s"] = try Self.rate({
                 let logits = try model.forward(images: images, count: batchSize, mode: .training)
@@ -49,7 +51,7 @@ struct BenchCommand: ParsableCommand {
         // The training model's buffers go back to the system, so that the evaluation phase is
         // measured on its own (the allocator otherwise keeps them, see the oneDNN backend's Tensor).
         OneDNN.returnFreedMemory()
-        let model = try ResNet18.model(width: width, seed: 1, on: compute.backend(for: .inference))
+        let model = try network.architecture.model(width: width, seed: 1, on: compute.backend(for: .inference))
         result["eval_images_per_s"] = try Self.rate({
             _ = try model.forward(images: images, count: batchSize, mode: .evaluation)
         }, steps: evalBatches, batch: batchSize)

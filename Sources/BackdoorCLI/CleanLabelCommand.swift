@@ -19,6 +19,7 @@ struct CleanLabelCommand: ParsableCommand {
             """)
 
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var network: ModelOption
     @OptionGroup var data: DataOptions
     @Option(help: "Clean model checkpoint (trained with --poison-type benign).") var checkpoint: String
     @Flag(help: "Load a checkpoint whose tensors do not all match ResNet-18: missing, extra or misshapen ones are skipped with a warning.")
@@ -56,7 +57,7 @@ struct CleanLabelCommand: ParsableCommand {
     }
 
     func run() throws {
-        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, on: compute.backend(for: .inference))
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, expected: network.model, on: compute.backend(for: .inference))
         let dataset = try data.load()
         let split = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDirectory, seed: seed)
         let attackerSet = dataset.train.subset(DataSplit(permutation: split.permutation, valFrac: valFrac).attacker)

@@ -14,8 +14,9 @@ struct EvalCommand: ParsableCommand {
         abstract: "Clean loss and accuracy of a checkpoint on the CIFAR-10 test set, and ASR with --trigger-info.")
 
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var network: ModelOption
     @Option(help: "Model checkpoint: our safetensors file or a PyTorch state_dict file.") var checkpoint: String
-    @Flag(help: "Load a checkpoint whose tensors do not all match ResNet-18: missing, extra or misshapen ones are skipped with a warning.")
+    @Flag(help: "Load a checkpoint whose tensors do not all match its network: missing, extra or misshapen ones are skipped with a warning.")
     var nonStrict = false
     @Option(help: "Trigger information saved by `backdoor train` (adds poison loss and ASR).") var triggerInfo: String?
     @Option(help: "Folder holding cifar-10-batches-bin/ or cifar-10-batches-py/.") var dataDir: String?
@@ -29,7 +30,7 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
-        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, on: compute.backend(for: .inference))
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, expected: network.model, on: compute.backend(for: .inference))
         var test = try DataDirectory.load(flag: dataDir).test
         if let limit, limit < test.count { test = test.subset(Array(0..<limit)) }
         let start = Date()
@@ -59,11 +60,13 @@ struct EvalCommand: ParsableCommand {
 
 /// Opening model files given on the command line.
 enum ModelFiles {
-    static func loadModel(_ path: String, strict: Bool = true, on backend: Backend) throws -> Model {
+    /// `expected` is the user's `--model`: a checkpoint of another architecture is an error naming both.
+    static func loadModel(_ path: String, strict: Bool = true, expected: Architecture? = nil, on backend: Backend) throws
+        -> Model {
         guard FileManager.default.fileExists(atPath: path) else {
             throw FileError(path, "no such checkpoint file")
         }
-        let (model, warnings) = try Checkpoint.load(path, strict: strict, on: backend)
+        let (model, warnings) = try Checkpoint.load(path, strict: strict, expected: expected, on: backend)
         for warning in warnings { FileHandle.standardError.write(Data("warning: \(path): \(warning)\n".utf8)) }
         return model
     }

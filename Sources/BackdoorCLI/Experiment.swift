@@ -78,7 +78,7 @@ final class Experiment {
     }
 
     func runAttack(_ attack: PoisonType) throws -> AttackOutcome {
-        log.say("== \(attack.rawValue): \(settings.preset.rawValue) preset, ResNet-18 width \(settings.width), run folder \(root)")
+        log.say("== \(attack.rawValue): \(settings.preset.rawValue) preset, \(settings.model.flagName) width \(settings.width), run folder \(root)")
         let model = try trainedModel(attack)
         let evaluation = try evaluate(attack, upstream: model)
         let anp = try optimizeMasks(attack, folderName: "anp", alpha: settings.anpAlpha, upstream: evaluation.stage)
@@ -214,11 +214,12 @@ final class Experiment {
         trainingConfig.batchSize = settings.batchSize
         trainingConfig.learningRate = Float(settings.learningRate)
         trainingConfig.milestones = settings.milestones
+        trainingConfig.architecture = settings.model.rawValue
         trainingConfig.width = settings.width
         trainingConfig.seed = settings.seed
         trainingConfig.augment = settings.augment
         let config: [String: Any] = [
-            "attack": poisonType.rawValue, "width": settings.width, "epochs": settings.epochs,
+            "attack": poisonType.rawValue, "model": settings.model.rawValue, "width": settings.width, "epochs": settings.epochs,
             "batch_size": settings.batchSize, "lr": settings.learningRate, "milestones": settings.milestones,
             "augment": settings.augment, "momentum": Double(trainingConfig.momentum), "weight_decay": Double(trainingConfig.weightDecay),
             "seed": settings.seed, "data": dataConfig,
@@ -240,7 +241,7 @@ final class Experiment {
                 try PNG.write(Self.samples(clean: data.cleanTest, target: info.target, trigger: info.trigger),
                               path: folder.file("samples.png"))
             }
-            log.say("training width \(settings.width) (\(trainer.model.parameterCount) parameters) on \(data.train.count) images "
+            log.say("training \(trainer.model.description) (\(trainer.model.parameterCount) parameters) on \(data.train.count) images "
                 + "(\(data.poisonedCount) poisoned) for \(settings.epochs) epochs, \(training.summary)")
             let start = Date()
             var firstEpoch: Int?

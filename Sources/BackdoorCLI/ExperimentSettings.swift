@@ -1,6 +1,7 @@
 import ArgumentParser
 import Attacks
 import Foundation
+import Models
 
 /// Everything one `backdoor run` (or `sweep`) runs with: a preset, then any flag given on the
 /// command line on top. Stage configurations are cut from this.
@@ -11,6 +12,8 @@ struct ExperimentSettings: Equatable {
 
     var preset: Preset
     // Model and training (the reference's train_backdoor_cifar.py).
+    var model = Architecture.resnet18
+    /// The preset's width applies to the ResNet family; the other models keep their reference width.
     var width = 64
     var epochs = 50
     var batchSize = 128
@@ -80,7 +83,7 @@ struct ExperimentSettings: Equatable {
     /// The whole configuration as JSON (summary.json's "config").
     var json: [String: Any] {
         var out: [String: Any] = [
-            "preset": preset.rawValue, "width": width, "epochs": epochs, "batch_size": batchSize, "lr": learningRate,
+            "preset": preset.rawValue, "model": model.flagName, "width": width, "epochs": epochs, "batch_size": batchSize, "lr": learningRate,
             "milestones": milestones, "augment": augment, "val_frac": valFrac, "poison_rate": poisonRate, "poison_target": target,
             "pgd_iterations": pgdIterations, "pgd_restarts": pgdRestarts, "pgd_eps": pgdEpsilon, "pgd_step": pgdStep,
             "anp_frac": anpFrac, "anp_eps": anpEps, "anp_steps": anpSteps, "anp_alpha": anpAlpha,
@@ -109,7 +112,8 @@ struct ExperimentOptions: ParsableArguments {
     @Flag(help: "No progress bars or per-epoch lines.") var quiet = false
     @OptionGroup var compute: ComputeOptions
 
-    @Option(parsing: .unconditional, help: "Base width of the ResNet-18 (64 is the real model).") var width: Int?
+    @OptionGroup var network: ModelOption
+    @Option(parsing: .unconditional, help: "Base width of the ResNet family (64 is the real model; the preset's otherwise). Not for VGG or MobileNetV2.") var width: Int?
     @Option(parsing: .unconditional, help: "Training epochs.") var epochs: Int?
     @Option(parsing: .unconditional, help: "Training batch size.") var batchSize: Int?
     @Option(help: "Initial learning rate.") var lr: Double?
@@ -136,7 +140,8 @@ struct ExperimentOptions: ParsableArguments {
 
     func settings() throws -> ExperimentSettings {
         var s = ExperimentSettings(preset: preset)
-        if let width { s.width = width }
+        s.model = network.architecture
+        s.width = network.width(width, resNetDefault: s.width)
         if let epochs { s.epochs = epochs }
         if let batchSize { s.batchSize = batchSize }
         if let lr { s.learningRate = lr }
@@ -163,7 +168,7 @@ struct ExperimentOptions: ParsableArguments {
         func positive(_ value: Int?, _ flag: String) throws {
             if let value, value < 1 { throw ValidationError("--\(flag) must be at least 1, got \(value)") }
         }
-        try FlagLimits.width(width)
+        try FlagLimits.width(width, model: network.architecture)
         try positive(epochs, "epochs")
         try positive(batchSize, "batch-size")
         try FlagLimits.trainLimit(trainLimit, valFrac: ExperimentSettings(preset: preset).valFrac)

@@ -33,6 +33,27 @@ struct ComputeOptions: ParsableArguments {
 
 extension ConvolutionAlgorithm: ExpressibleByArgument {}
 
+extension Architecture: ExpressibleByArgument {
+    public init?(argument: String) { self.init(flagName: argument) }
+    public static var allValueStrings: [String] { allCases.map(\.flagName) }
+    public var defaultValueDescription: String { flagName }
+}
+
+/// `--model`: the network a command builds, or the one a checkpoint it opens must hold.
+struct ModelOption: ParsableArguments {
+    @Option(help: "Network: resnet18 | preact-resnet18 | vgg16-bn | vgg19-bn | mobilenetv2 (default resnet18 where one is built; a checkpoint of another network is refused, and without the flag any is opened).")
+    var model: Architecture?
+
+    /// What a command that builds a model builds.
+    var architecture: Architecture { model ?? .resnet18 }
+
+    /// The width to build at: `--width` (the ResNet family only, checked by `FlagLimits.width`),
+    /// else `resNetDefault` for the ResNet family and the reference width for the others.
+    func width(_ flag: Int?, resNetDefault: Int = 64) -> Int {
+        architecture.takesWidthFlag ? flag ?? resNetDefault : architecture.referenceWidth
+    }
+}
+
 /// Where CIFAR-10 and the split permutation come from.
 struct DataOptions: ParsableArguments {
     @Option(help: "Folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ (else $BACKDOOR_DATA_DIR, else ./data).")
@@ -79,10 +100,14 @@ enum FlagLimits {
         }
     }
 
-    static func width(_ value: Int?, flag: String = "--width") throws {
+    static func width(_ value: Int?, flag: String = "--width", model: Architecture = .resnet18) throws {
         guard let value else { return }
+        guard model.takesWidthFlag else {
+            throw ValidationError("\(flag) applies to the ResNet family (resnet18, preact-resnet18) only; "
+                + "--model \(model.flagName) is built at its reference width")
+        }
         guard (1...maximumWidth).contains(value) else {
-            throw ValidationError("\(flag) \(value) is out of range: expected 1...\(maximumWidth) (64 is the real ResNet-18)")
+            throw ValidationError("\(flag) \(value) is out of range: expected 1...\(maximumWidth) (64 is the real model)")
         }
     }
 

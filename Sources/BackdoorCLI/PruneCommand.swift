@@ -42,6 +42,7 @@ struct PruneCommand: ParsableCommand {
     @Option(help: "Evaluation batch size.") var batchSize = 256
     @Option(help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
     @OptionGroup var compute: ComputeOptions
+    @OptionGroup var network: ModelOption
 
     func validate() throws {
         if let testLimit, testLimit < 1 { throw ValidationError("--test-limit must be at least 1, got \(testLimit)") }
@@ -56,7 +57,7 @@ struct PruneCommand: ParsableCommand {
     }
 
     func run() throws {
-        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, on: compute.backend(for: .inference))
+        let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, expected: network.model, on: compute.backend(for: .inference))
         let scores = try MaskFile.read(path: maskFile)
         try Pruning.validate(scores, for: model, source: maskFile)
         let info = try TriggerInfo.read(path: triggerInfo)

@@ -10,17 +10,18 @@ import Training
 struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Train a ResNet-18 on (possibly poisoned) CIFAR-10, logging clean accuracy and ASR per epoch.")
+        abstract: "Train a network (--model, default ResNet-18) on (possibly poisoned) CIFAR-10, logging clean accuracy and ASR per epoch.")
 
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var data: DataOptions
     @OptionGroup var attack: AttackOptions
+    @OptionGroup var network: ModelOption
 
     @Option(parsing: .unconditional, help: "Epochs.") var epochs = 50
     @Option(parsing: .unconditional, help: "Batch size.") var batchSize = 128
     @Option(help: "Initial learning rate.") var lr: Float = 0.1
     @Option(help: "Epochs at which the learning rate is multiplied by 0.1, comma-separated.") var milestones = "30,40"
-    @Option(parsing: .unconditional, help: "Base width of the ResNet-18 (64 is the real model; 32 and 16 are CPU-sized).") var width = 64
+    @Option(parsing: .unconditional, help: "Base width of the ResNet family (default 64, the real model; 32 and 16 are CPU-sized). Not for VGG or MobileNetV2.") var width: Int?
     @Option(parsing: .unconditional, help: "Seed for initialisation, shuffling, augmentation and poisoning.", transform: parseSeed) var seed: UInt64 = 0
     @Option(help: "Fraction of the training set kept as the defender's clean split.") var valFrac = 0.1
     @Option(parsing: .unconditional, help: "Train on the first N images of the attacker's split only (quick runs).") var trainLimit: Int?
@@ -35,7 +36,7 @@ struct TrainCommand: ParsableCommand {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be positive, got \(lr)") }
-        try FlagLimits.width(width)
+        try FlagLimits.width(width, model: network.architecture)
         guard valFrac >= 0, valFrac < 1 else { throw ValidationError("--val-frac must be in [0, 1), got \(valFrac)") }
         try FlagLimits.trainLimit(trainLimit, valFrac: valFrac)
         try FlagLimits.testLimit(testLimit)
@@ -75,7 +76,8 @@ struct TrainCommand: ParsableCommand {
         config.batchSize = batchSize
         config.learningRate = lr
         config.milestones = try parseMilestones(milestones)
-        config.width = width
+        config.architecture = network.architecture.rawValue
+        config.width = network.width(width)
         config.seed = seed
         try checkOutputFolder(config)
 
@@ -89,7 +91,7 @@ struct TrainCommand: ParsableCommand {
         trainer.checkpointMetadata = ["poison_type": attack.poisonType.rawValue]
         trainer.runSettings = resultSettings
         if !quiet {
-            print("training ResNet-18 width \(width) (\(trainer.model.parameterCount) parameters) on \(prepared.train.count) images"
+            print("training \(trainer.model.description) (\(trainer.model.parameterCount) parameters) on \(prepared.train.count) images"
                 + " (\(prepared.poisonedCount) poisoned), \(trainer.model.backend.summary)")
         }
         try trainer.run(resume: resume)

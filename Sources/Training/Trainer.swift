@@ -14,6 +14,9 @@ public struct TrainingConfig: Codable, Equatable {
     public var milestones = [30, 40]
     public var momentum: Float = 0.9
     public var weightDecay: Float = 5e-4
+    /// `Architecture`'s raw value (a checkpoint's `architecture`).
+    public var architecture = Architecture.resnet18.rawValue
+    /// The stem's channel count: 64 is the real ResNet-18, PreAct-ResNet18 and VGG, 32 MobileNetV2.
     public var width = 64
     public var seed: UInt64 = 0
     /// The reference's random crop and flip; off trades accuracy for a faster backdoor (a corner
@@ -22,7 +25,7 @@ public struct TrainingConfig: Codable, Equatable {
     public init() {}
 
     enum CodingKeys: String, CodingKey {
-        case epochs, batchSize, learningRate, milestones, momentum, weightDecay, width, seed, augment
+        case epochs, batchSize, learningRate, milestones, momentum, weightDecay, architecture, width, seed, augment
     }
 
     public init(from decoder: Decoder) throws {
@@ -33,6 +36,8 @@ public struct TrainingConfig: Codable, Equatable {
         milestones = try c.decode([Int].self, forKey: .milestones)
         momentum = try c.decode(Float.self, forKey: .momentum)
         weightDecay = try c.decode(Float.self, forKey: .weightDecay)
+        // Resume states written before the zoo trained ResNet-18.
+        architecture = try c.decodeIfPresent(String.self, forKey: .architecture) ?? Architecture.resnet18.rawValue
         width = try c.decode(Int.self, forKey: .width)
         seed = try c.decode(UInt64.self, forKey: .seed)
         // Resume states written before the flag existed were augmented.
@@ -67,7 +72,7 @@ public struct TrainingError: Error, CustomStringConvertible {
     public let description: String
 }
 
-/// Trains a ResNet-18 epoch by epoch with SGD and a multi-step schedule, evaluating clean accuracy
+/// Trains a model of the zoo epoch by epoch with SGD and a multi-step schedule, evaluating clean accuracy
 /// and attack success rate after every epoch. Writes `model_init.safetensors`,
 /// `model_last.safetensors`, `train_log.txt`, `train_log.jsonl` and, after each completed epoch,
 /// `resume_state.safetensors` so `resume` continues exactly where an interrupted run stopped.
@@ -101,7 +106,11 @@ public final class Trainer {
         self.cleanTest = cleanTest
         self.poisonTest = poisonTest
         self.outputDirectory = outputDirectory
-        model = try ResNet18.model(width: config.width, seed: config.seed, on: backend)
+        guard let architecture = Architecture(rawValue: config.architecture) else {
+            throw TrainingError(description: "unknown architecture \"\(config.architecture)\"; expected one of "
+                + ModelZoo.architectures.joined(separator: ", "))
+        }
+        model = try architecture.model(width: config.width, seed: config.seed, on: backend)
         sgd = SGD(learningRate: config.learningRate, momentum: config.momentum, weightDecay: config.weightDecay)
     }
 

@@ -152,7 +152,7 @@ extension TrainingConfig {
     /// The settings a resumed run must share, by flag name where a flag sets them (epochs may
     /// grow). Read from the stored properties, so a field added later is compared too.
     var comparable: [String: String] {
-        let flags = ["batchSize": "--batch-size", "learningRate": "--lr", "milestones": "--milestones", "width": "--width",
+        let flags = ["batchSize": "--batch-size", "learningRate": "--lr", "milestones": "--milestones", "width": "--width", "architecture": "--model",
                      "seed": "--seed", "augment": "augmentation", "weightDecay": "weight decay"]
         var out: [String: String] = [:]
         for child in Mirror(reflecting: self).children {
