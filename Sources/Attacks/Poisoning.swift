@@ -77,11 +77,17 @@ public enum Poisoning {
     /// The attack-success set: every test image whose true label is not `target`, in order,
     /// with the trigger and the target label. ASR is the accuracy on it.
     public static func testSet(_ test: ImageSet, trigger: Trigger, target: Int) throws -> ImageSet {
-        try validate(target: target)
-        let kept = test.labels.indices.filter { test.labels[$0] != target }
-        var poisoned = test.subset(kept)
-        trigger.apply(to: &poisoned, at: Array(0..<poisoned.count))
+        var poisoned = try triggeredTestSet(test, trigger: trigger, target: target)
         poisoned.labels = [Int](repeating: target, count: poisoned.count)
         return poisoned
+    }
+
+    /// The same triggered non-target test images with their true labels: accuracy on them is
+    /// the robust accuracy (how much of the model's skill the trigger leaves).
+    public static func triggeredTestSet(_ test: ImageSet, trigger: Trigger, target: Int) throws -> ImageSet {
+        try validate(target: target)
+        var triggered = test.subset(test.labels.indices.filter { test.labels[$0] != target })
+        trigger.apply(to: &triggered, at: Array(0..<triggered.count))
+        return triggered
     }
 }

@@ -19,7 +19,7 @@ final class BatchNormalization: BatchNormalizationKernel {
     private let forwardPrimitive: Primitive
     private var backwardPrimitive: Primitive?
     private let workspaceDesc: MemoryDesc?
-    var workspaceLayout: TensorLayout? { workspaceDesc?.layout }
+    private(set) lazy var workspaceLayout: TensorLayout? = workspaceDesc?.layout
 
     init(dataDesc: MemoryDesc, fuseReLU: Bool, globalStatistics: Bool) throws {
         self.dataDesc = dataDesc

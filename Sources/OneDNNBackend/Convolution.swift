@@ -28,9 +28,9 @@ final class Convolution: ConvolutionKernel {
     private var backwardDataPrimitive: Primitive?
     private var backwardWeightsPrimitive: Primitive?
 
-    var inputLayout: TensorLayout { srcDesc.layout }
-    var weightLayout: TensorLayout { weightsDesc.layout }
-    var outputLayout: TensorLayout { dstDesc.layout }
+    private(set) lazy var inputLayout: TensorLayout = srcDesc.layout
+    private(set) lazy var weightLayout: TensorLayout = weightsDesc.layout
+    private(set) lazy var outputLayout: TensorLayout = dstDesc.layout
 
     /// oneDNN's weight shape: O x I x k x k, or G x O/G x I/G x k x k with groups (the same
     /// element order as PyTorch's O x I/G x k x k).
@@ -111,8 +111,13 @@ final class Convolution: ConvolutionKernel {
     }
 
     func inputGradientLayout() throws -> TensorLayout {
-        try backwardData().desc(dnnl_query_diff_src_md).layout
+        if let layout = cachedInputGradientLayout { return layout }
+        let layout = try backwardData().desc(dnnl_query_diff_src_md).layout
+        cachedInputGradientLayout = layout
+        return layout
     }
+    /// Layouts are compared on every call; building one costs a oneDNN descriptor comparison.
+    private var cachedInputGradientLayout: TensorLayout?
 
     private func backwardData() throws -> Primitive {
         if let p = backwardDataPrimitive { return p }

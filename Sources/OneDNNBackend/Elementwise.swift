@@ -9,7 +9,7 @@ final class AddReLU: AdditionKernel {
     let relu: Bool
     private let addPrimitive: Primitive
     private var reluBackwardPrimitive: Primitive?
-    var layout: TensorLayout { desc.layout }
+    private(set) lazy var layout: TensorLayout = desc.layout
 
     init(desc: MemoryDesc, relu: Bool) throws {
         self.desc = desc
@@ -68,9 +68,9 @@ final class Pooling: PoolingKernel {
     private let forwardPrimitive: Primitive
     private var backwardPrimitive: Primitive?
 
-    var inputLayout: TensorLayout { srcDesc.layout }
-    var outputLayout: TensorLayout { dstDesc.layout }
-    var workspaceLayout: TensorLayout? { workspaceDesc?.layout }
+    private(set) lazy var inputLayout: TensorLayout = srcDesc.layout
+    private(set) lazy var outputLayout: TensorLayout = dstDesc.layout
+    private(set) lazy var workspaceLayout: TensorLayout? = workspaceDesc?.layout
 
     private var algorithm: dnnl_alg_kind_t {
         geometry.kind == .max ? dnnl_pooling_max : dnnl_pooling_avg_exclude_padding

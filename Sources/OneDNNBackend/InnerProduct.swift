@@ -11,9 +11,9 @@ final class InnerProduct: LinearKernel {
     private var backwardDataPrimitive: Primitive?
     private var backwardWeightsPrimitive: Primitive?
 
-    var inputLayout: TensorLayout { srcDesc.layout }
-    var weightLayout: TensorLayout { weightsDesc.layout }
-    var outputLayout: TensorLayout { dstDesc.layout }
+    private(set) lazy var inputLayout: TensorLayout = srcDesc.layout
+    private(set) lazy var weightLayout: TensorLayout = weightsDesc.layout
+    private(set) lazy var outputLayout: TensorLayout = dstDesc.layout
     private var weightsShape: [Int] { weightsDesc.shape }
 
     init(srcDesc: MemoryDesc, outputs: Int) throws {

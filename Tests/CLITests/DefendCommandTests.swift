@@ -1,0 +1,106 @@
+import Attacks
+import Foundation
+import Formats
+import Models
+import NN
+import Support
+import XCTest
+@testable import BackdoorCLI
+@testable import Defenses
+import TestSupport
+
+/// `backdoor defend` end to end on real test images: the repaired model, result.json's numbers
+/// and decisions, for CLP (against the numpy fixture's choice) and ANP.
+final class DefendCommandTests: XCTestCase {
+    func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "defend-tests-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func json(_ path: String) throws -> [String: Any] {
+        try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+    }
+
+    /// Writes the CLP fixture's model and a BadNets trigger; returns their paths.
+    func fixtureModel(_ dir: String) throws -> (model: String, info: String, fixture: SafeTensors) {
+        let fixture = try SafeTensors.read(path: SharedData.packageRoot() + "/Fixtures/defenses/clp_w4.safetensors")
+        var state: [String: HostTensor] = [:]
+        for (name, t) in fixture.tensors where name.hasPrefix("model.") { state[String(name.dropFirst(6))] = t }
+        let model = try ResNet18.model(width: 4, on: testBackend)
+        try model.load(stateDict: state)
+        let paths = (dir + "/model.safetensors", dir + "/trigger_info.safetensors")
+        try Checkpoint.save(model, to: paths.0)
+        try TriggerInfo(poisonType: "badnets", trigger: try Trigger.standard(.checkerboard1Corner, alpha: 1), target: 0)
+            .write(path: paths.1)
+        return (paths.0, paths.1, fixture)
+    }
+
+    func testCLPPrunesTheFixturesChannelsAndReportsBeforeAndAfter() throws {
+        guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
+        let dir = try temporaryDirectory()
+        let (modelPath, infoPath, fixture) = try fixtureModel(dir)
+        try DefendCommand.parse([
+            "--defense", "clp", "--checkpoint", modelPath, "--trigger-info", infoPath, "--output-dir", dir + "/clp",
+            "--data-dir", shared + "/cifar10", "--split-file", shared + "/anp/cifar_shuffle.txt", "--test-limit", "200",
+        ]).run()
+        let result = try json(dir + "/clp/result.json")
+        let pruned = try XCTUnwrap(result["pruned"] as? [[String: Any]])
+        let (original, _) = try Checkpoint.load(modelPath, on: testBackend)
+        var expected: [String] = []
+        for bn in original.batchNorms {
+            for (i, flag) in try fixture.tensors["pruned_u3." + bn.name]!.floats().enumerated() where flag == 1 {
+                expected.append("\(bn.name)[\(i)]")
+            }
+        }
+        XCTAssertEqual(pruned.map { "\($0["layer"]!)[\($0["index"]!)]" }, expected)
+        for phase in ["before", "after"] {
+            let m = try XCTUnwrap(result[phase] as? [String: Double], phase)
+            let (clean, asr, robust) = (m["clean_acc"]!, m["asr"]!, m["robust_acc"]!)
+            XCTAssertTrue([clean, asr, robust].allSatisfy { (0...1).contains($0) }, "\(phase): \(m)")
+            // On the same non-target images a prediction is either the target or the true label, not both.
+            XCTAssertLessThanOrEqual(asr + robust, 1 + 1e-9, phase)
+        }
+        let (repaired, _) = try Checkpoint.load(dir + "/clp/model.safetensors", on: testBackend)
+        for (a, b) in zip(original.batchNorms, repaired.batchNorms) {
+            var weight = try a.weight.plainValues(), bias = try a.bias.plainValues()
+            for key in expected where key.hasPrefix(a.name + "[") {
+                let index = Int(key.dropFirst(a.name.count + 1).dropLast())!
+                (weight[index], bias[index]) = (0, 0)
+            }
+            XCTAssertEqual(try b.weight.plainValues(), weight, a.name)
+            XCTAssertEqual(try b.bias.plainValues(), bias, a.name)
+        }
+        let log = try String(contentsOfFile: dir + "/clp/defend_log.txt", encoding: .utf8)
+        XCTAssertTrue(log.contains("clp: \(expected.count) channels above mean + 3.0 std"), log)
+    }
+
+    func testANPPrunesOnlyNeuronsAtOrBelowTheThreshold() throws {
+        guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
+        let dir = try temporaryDirectory()
+        let (modelPath, infoPath, _) = try fixtureModel(dir)
+        try DefendCommand.parse([
+            "--defense", "anp", "--checkpoint", modelPath, "--trigger-info", infoPath, "--output-dir", dir + "/anp",
+            "--data-dir", shared + "/cifar10", "--split-file", shared + "/anp/cifar_shuffle.txt", "--clean-frac", "0.002",
+            "--nb-iter", "4", "--threshold", "0.9", "--test-limit", "100",
+        ]).run()
+        let result = try json(dir + "/anp/result.json")
+        XCTAssertEqual(result["clean_images"] as? Int, 100, "the first 0.2% of the split")
+        let pruned = try XCTUnwrap(result["pruned"] as? [[String: Any]])
+        XCTAssertFalse(pruned.isEmpty, "four steps move some masks under 0.9")
+        XCTAssertTrue(pruned.allSatisfy { ($0["value"] as! Double) <= 0.9 })
+        let (repaired, _) = try Checkpoint.load(dir + "/anp/model.safetensors", on: testBackend)
+        let layers = Dictionary(uniqueKeysWithValues: repaired.batchNorms.map { ($0.name, $0) })
+        for neuron in pruned {
+            let weight = try layers[neuron["layer"] as! String]!.weight.plainValues()
+            XCTAssertEqual(weight[neuron["index"] as! Int], 0)
+        }
+    }
+
+    func testUnknownDefenseIsNamed() {
+        XCTAssertThrowsError(try DefendCommand.parse(["--defense", "magic", "--checkpoint", "m"])) { error in
+            XCTAssertTrue(DefendCommand.message(for: error).contains("magic"), DefendCommand.message(for: error))
+        }
+    }
+}
