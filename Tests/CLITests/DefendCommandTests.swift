@@ -37,15 +37,22 @@ final class DefendCommandTests: XCTestCase {
         return (paths.0, paths.1, fixture)
     }
 
-    func testCLPPrunesTheFixturesChannelsAndReportsBeforeAndAfter() throws {
+    /// `backdoor defend --defense NAME` on the fixture model and the real test set; its result.json.
+    func defend(_ name: String, _ flags: [String]) throws
+        -> (result: [String: Any], output: String, model: String, fixture: SafeTensors) {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
         let dir = try temporaryDirectory()
         let (modelPath, infoPath, fixture) = try fixtureModel(dir)
+        let output = dir + "/" + name
         try DefendCommand.parse([
-            "--defense", "clp", "--checkpoint", modelPath, "--trigger-info", infoPath, "--output-dir", dir + "/clp",
-            "--data-dir", shared + "/cifar10", "--split-file", shared + "/anp/cifar_shuffle.txt", "--test-limit", "200",
-        ]).run()
-        let result = try json(dir + "/clp/result.json")
+            "--defense", name, "--checkpoint", modelPath, "--trigger-info", infoPath, "--output-dir", output,
+            "--data-dir", shared + "/cifar10", "--split-file", shared + "/anp/cifar_shuffle.txt",
+        ] + flags).run()
+        return (try json(output + "/result.json"), output, modelPath, fixture)
+    }
+
+    func testCLPPrunesTheFixturesChannelsAndReportsBeforeAndAfter() throws {
+        let (result, output, modelPath, fixture) = try defend("clp", ["--test-limit", "200"])
         let pruned = try XCTUnwrap(result["pruned"] as? [[String: Any]])
         let (original, _) = try Checkpoint.load(modelPath, on: testBackend)
         var expected: [String] = []
@@ -62,7 +69,7 @@ final class DefendCommandTests: XCTestCase {
             // On the same non-target images a prediction is either the target or the true label, not both.
             XCTAssertLessThanOrEqual(asr + robust, 1 + 1e-9, phase)
         }
-        let (repaired, _) = try Checkpoint.load(dir + "/clp/model.safetensors", on: testBackend)
+        let (repaired, _) = try Checkpoint.load(output + "/model.safetensors", on: testBackend)
         for (a, b) in zip(original.batchNorms, repaired.batchNorms) {
             var weight = try a.weight.plainValues(), bias = try a.bias.plainValues()
             for key in expected where key.hasPrefix(a.name + "[") {
@@ -72,25 +79,18 @@ final class DefendCommandTests: XCTestCase {
             XCTAssertEqual(try b.weight.plainValues(), weight, a.name)
             XCTAssertEqual(try b.bias.plainValues(), bias, a.name)
         }
-        let log = try String(contentsOfFile: dir + "/clp/defend_log.txt", encoding: .utf8)
+        let log = try String(contentsOfFile: output + "/defend_log.txt", encoding: .utf8)
         XCTAssertTrue(log.contains("clp: \(expected.count) channels above mean + 3.0 std"), log)
     }
 
     func testANPPrunesOnlyNeuronsAtOrBelowTheThreshold() throws {
-        guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
-        let dir = try temporaryDirectory()
-        let (modelPath, infoPath, _) = try fixtureModel(dir)
-        try DefendCommand.parse([
-            "--defense", "anp", "--checkpoint", modelPath, "--trigger-info", infoPath, "--output-dir", dir + "/anp",
-            "--data-dir", shared + "/cifar10", "--split-file", shared + "/anp/cifar_shuffle.txt", "--clean-frac", "0.002",
-            "--nb-iter", "4", "--threshold", "0.9", "--test-limit", "100",
-        ]).run()
-        let result = try json(dir + "/anp/result.json")
+        let (result, output, _, _) = try defend("anp", ["--clean-frac", "0.002", "--nb-iter", "4", "--threshold", "0.9",
+                                                        "--test-limit", "100"])
         XCTAssertEqual(result["clean_images"] as? Int, 100, "the first 0.2% of the split")
         let pruned = try XCTUnwrap(result["pruned"] as? [[String: Any]])
         XCTAssertFalse(pruned.isEmpty, "four steps move some masks under 0.9")
         XCTAssertTrue(pruned.allSatisfy { ($0["value"] as! Double) <= 0.9 })
-        let (repaired, _) = try Checkpoint.load(dir + "/anp/model.safetensors", on: testBackend)
+        let (repaired, _) = try Checkpoint.load(output + "/model.safetensors", on: testBackend)
         let layers = Dictionary(uniqueKeysWithValues: repaired.batchNorms.map { ($0.name, $0) })
         for neuron in pruned {
             let weight = try layers[neuron["layer"] as! String]!.weight.plainValues()
