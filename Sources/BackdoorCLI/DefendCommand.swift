@@ -2,6 +2,7 @@ import ArgumentParser
 import Attacks
 import Datasets
 import Defenses
+import Formats
 import Foundation
 import Models
 import NN
@@ -14,13 +15,17 @@ struct DefendCommand: ParsableCommand {
         abstract: "Repair a backdoored model with one defense; writes model.safetensors, defend_log.txt/.jsonl and result.json.",
         discussion: """
             Defenses: clp (channel Lipschitz pruning, data-free; --clp-u), anp (ANP's mask optimisation and \
-            pruning at --threshold, with the reference's defaults). The defender's clean data is the first \
+            pruning at --threshold, with the reference's defaults), nc (Neural Cleanse: a trigger reversed per class, \
+            anomaly index by MAD, unlearning if a class is flagged; --nc-quick for the quick setting; writes \
+            nc_mask_C.png and nc_trigger_C.png), rnp (unlearning, mask recovery, pruning of the original model at a \
+            level chosen on the defender's clean images). The defender's clean data is the first \
             --clean-frac of the split permutation (never the attacker's share or the test set). result.json \
             holds clean accuracy, ASR and robust accuracy (triggered non-target test images against their \
-            true labels) before and after, the seconds, and the pruned channels as {"layer", "index"}.
+            true labels) before and after, the seconds, the pruned channels as {"layer", "index"}, and the \
+            defense's decisions (NC: anomaly_index, flagged_classes, mask_norms; RNP: selection, sweep).
             """)
 
-    enum Kind: String, ExpressibleByArgument, CaseIterable { case clp, anp }
+    enum Kind: String, ExpressibleByArgument, CaseIterable { case clp, anp, nc, rnp }
 
     @Option(help: "The defense: \(Kind.allCases.map(\.rawValue).joined(separator: ", ")).") var defense: Kind
     @Option(help: "Backdoored model: our safetensors checkpoint or a PyTorch state_dict file.") var checkpoint: String
@@ -35,6 +40,11 @@ struct DefendCommand: ParsableCommand {
     @Option(help: "ANP: prune the neurons whose mask is at most this.") var threshold = 0.2
     @Option(help: "ANP: mask-optimisation iterations (the reference's 2000).") var nbIter = 2000
     @Option(help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
+    @OptionGroup var nc: NCOptions
+    @OptionGroup var rnp: RNPOptions
+    @Option(help: "NC: unlearning fine-tune epochs (default 100).") var epochs: Int?
+    @Option(help: "NC fine-tune: SGD learning rate (cosine schedule; default 0.01).") var lr: Float?
+    @Option(help: "NC (default 256) / RNP (default 128): batch size.") var batchSize: Int?
     @Option(parsing: .unconditional, help: "Seed of ANP's draws (and of a generated split).", transform: parseSeed)
     var seed: UInt64 = 0
 
@@ -45,9 +55,30 @@ struct DefendCommand: ParsableCommand {
         guard clpU.isFinite else { throw ValidationError("--clp-u \(clpU) is invalid: expected a number") }
         try FlagLimits.atLeastOne(nbIter, flag: "--nb-iter")
         try FlagLimits.testLimit(testLimit)
+        do {
+            switch defense {
+            case .nc: try ncConfig.validate()
+            case .rnp: try rnpConfig().validate()
+            case .clp, .anp: break
+            }
+        } catch let error as DefenseError { throw ValidationError(error.description) }
     }
 
-    var chosen: Defense {
+    var ncConfig: NCConfig {
+        var config = nc.config(seed: seed)
+        if let epochs { config.fineTuneEpochs = epochs }
+        if let lr { config.fineTuneLearningRate = lr }
+        if let batchSize { config.batchSize = batchSize }
+        return config
+    }
+
+    func rnpConfig() throws -> RNPConfig {
+        var config = try rnp.config(seed: seed)
+        if let batchSize { config.batchSize = batchSize }
+        return config
+    }
+
+    func chosen() throws -> Defense {
         switch defense {
         case .clp: return CLPDefense(u: clpU)
         case .anp:
@@ -56,6 +87,8 @@ struct DefendCommand: ParsableCommand {
             config.printEvery = max(1, nbIter / 4)
             config.seed = seed
             return ANPDefense(config: config, threshold: threshold)
+        case .nc: return NCDefense(config: ncConfig)
+        case .rnp: return RNPDefense(config: try rnpConfig())
         }
     }
 
@@ -79,7 +112,7 @@ struct DefendCommand: ParsableCommand {
             text.append(line)
             try json.append(["time": ISO8601DateFormatter().string(from: Date()), "message": line])
         }
-        let defense = chosen
+        let defense = try chosen()
         try log("\(defense.name) on \(checkpoint) (\(model.description)), \(clean.count) clean images from \(splitPath), "
             + model.backend.summary)
         let before = try DefenseMetrics.evaluate(model, clean: test, poison: poison, triggered: triggered)
@@ -92,12 +125,16 @@ struct DefendCommand: ParsableCommand {
 
         let modelPath = (outputDir as NSString).appendingPathComponent("model.safetensors")
         try Checkpoint.save(model, to: modelPath, extraMetadata: ["defense": defense.name, "defended_checkpoint": checkpoint])
-        let result: [String: Any] = [
+        for (file, image) in decision.images.sorted(by: { $0.key < $1.key }) {
+            try PNG.write(image, path: (outputDir as NSString).appendingPathComponent(file))
+        }
+        var result: [String: Any] = [
             "defense": defense.name, "settings": defense.settings, "checkpoint": checkpoint, "model": modelPath,
             "clean_images": clean.count, "test_images": test.count, "seconds": seconds,
             "before": before.json, "after": after.json,
             "pruned": decision.pruned.map { ["layer": $0.layer, "index": $0.index, "value": $0.value] as [String: Any] },
         ]
+        result.merge(decision.details) { kept, _ in kept }
         try AtomicFile.write(try JSONOutput.string(result) + "\n", to: (outputDir as NSString).appendingPathComponent("result.json"))
         try log("wrote \(modelPath) and result.json (\(decision.pruned.count) channels pruned)")
     }

@@ -1,4 +1,5 @@
 import Datasets
+import Formats
 import NN
 import Training
 
@@ -12,10 +13,18 @@ public protocol Defense {
     func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision
 }
 
-/// What a defense decided: the BatchNorm channels it pruned (with the value it ranked them by).
+/// What a defense decided: the BatchNorm channels it pruned (with the value it ranked them by),
+/// its other decisions for result.json (e.g. NC's anomaly index), and pictures for the output
+/// folder, by file name (e.g. NC's reversed triggers).
 public struct DefenseDecision {
     public var pruned: [NeuronScore]
-    public init(pruned: [NeuronScore]) { self.pruned = pruned }
+    public var details: [String: Any]
+    public var images: [String: PNGImage]
+    public init(pruned: [NeuronScore], details: [String: Any] = [:], images: [String: PNGImage] = [:]) {
+        self.pruned = pruned
+        self.details = details
+        self.images = images
+    }
 }
 
 /// CLP as a defense (data-free: the clean images are not used).
