@@ -5,7 +5,7 @@ import Foundation
 /// `defend --defense nc` flags: BackdoorBench's `config/defense/nc` keys; unset ones take the
 /// reference's value, or the quick setting's with --nc-quick.
 struct NCOptions: ParsableArguments {
-    @Flag(help: "NC: the quick setting (15 reversal epochs on 200 images in batches of 100, 10 unlearning epochs) for flags not given.")
+    @Flag(help: "NC: the quick setting (8 reversal epochs on 160 images in batches of 16, 10 unlearning epochs) for flags not given.")
     var ncQuick = false
     @Option(help: "NC: Adam learning rate of the mask and pattern (default 0.1).") var maskLr: Float?
     @Option(help: "NC: initial weight of the mask's L1 norm (default 0.001).") var initCost: Float?

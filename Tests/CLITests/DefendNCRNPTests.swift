@@ -1,0 +1,73 @@
+import Foundation
+import Formats
+import XCTest
+@testable import BackdoorCLI
+import Defenses
+import TestSupport
+
+/// `backdoor defend --defense nc|rnp` on the quick BadNets fixture: result.json's decisions, the
+/// reversed-trigger images, and flag validation naming the flag.
+extension DefendCommandTests {
+    var badnetsFixture: (model: String, info: String) {
+        let folder = SharedData.packageRoot() + "/Fixtures/defenses/badnets_w8"
+        return (folder + "/model.safetensors", folder + "/trigger_info.safetensors")
+    }
+
+    /// A short run (one reversal epoch on 32 images per class): the plumbing, not the detection
+    /// (NeuralCleanseRunTests checks that): result.json's decisions agree with its own mask norms.
+    func testNCWritesTheAnomalyIndexFlaggedClassesAndTriggerImages() throws {
+        let (result, output) = try defend("nc", ["--nc-quick", "--nc-epoch", "1", "--nc-images", "32", "--epochs", "1",
+                                                 "--test-limit", "300"],
+                                          checkpoint: badnetsFixture.model, triggerInfo: badnetsFixture.info,
+                                          in: try temporaryDirectory())
+        XCTAssertEqual(result["clean_images"] as? Int, 500)
+        let norms = try XCTUnwrap(result["mask_norms"] as? [Double])
+        XCTAssertEqual(norms.count, 10)
+        let expected = AnomalyReport(norms: norms)
+        XCTAssertEqual(result["flagged_classes"] as? [Int], expected.flagged, "norms \(norms)")
+        XCTAssertEqual(try XCTUnwrap(result["anomaly_index"] as? Double), expected.anomalyIndex, accuracy: 1e-9)
+        XCTAssertEqual(result["unlearned"] as? Bool, !expected.flagged.isEmpty)
+        let settings = try XCTUnwrap(result["settings"] as? [String: Double])
+        XCTAssertEqual(settings["batch_size"], 16, "--nc-quick")
+        XCTAssertEqual(settings["nc_epoch"], 1, "--nc-epoch over the quick setting")
+        XCTAssertEqual(settings["epochs"], 1)
+        for c in 0..<10 {
+            let mask = try PNG.read(path: output + "/nc_mask_\(c).png")
+            XCTAssertEqual([mask.width, mask.height, mask.channels], [32, 32, 1])
+            // The gray mask's bytes sum to about 255 x its L1 norm.
+            XCTAssertEqual(Double(mask.pixels.reduce(0) { $0 + Int($1) }) / 255, norms[c], accuracy: 0.5 + 0.01 * norms[c])
+            let trigger = try PNG.read(path: output + "/nc_trigger_\(c).png")
+            XCTAssertEqual([trigger.width, trigger.height, trigger.channels], [32, 32, 3])
+        }
+        for phase in ["before", "after"] { XCTAssertNotNil((result[phase] as? [String: Double])?["asr"], phase) }
+    }
+
+    func testRNPWritesThePrunedNeuronsAndHowTheLevelWasChosen() throws {
+        let (result, _) = try defend("rnp", ["--test-limit", "300", "--recovering-epochs", "5"],
+                                     checkpoint: badnetsFixture.model, triggerInfo: badnetsFixture.info,
+                                     in: try temporaryDirectory())
+        let pruned = try XCTUnwrap(result["pruned"] as? [[String: Any]])
+        XCTAssertTrue(pruned.allSatisfy { $0["layer"] is String && $0["index"] is Int })
+        let selection = try XCTUnwrap(result["selection"] as? String)
+        XCTAssertTrue(selection.contains("defender's 500 images"), selection)
+        let sweep = try XCTUnwrap(result["sweep"] as? [[String: Any]])
+        XCTAssertEqual(sweep.count, 19, "thresholds 0 to 0.9 by 0.05")
+        XCTAssertLessThanOrEqual(try XCTUnwrap(result["unlearned_train_acc"] as? Double), 0.2)
+    }
+
+    func testNCAndRNPFlagsAreValidated() {
+        let base = ["--checkpoint", "m.safetensors"]
+        for (flags, expected) in [
+            (["--defense", "nc", "--unlearning-ratio", "1.5"], "--unlearning-ratio 1.5"),
+            (["--defense", "nc", "--atk-succ-threshold", "0"], "--atk-succ-threshold 0"),
+            (["--defense", "nc", "--nc-epoch", "0"], "--nc-epoch 0"),
+            (["--defense", "rnp", "--schedule", "10,x"], "--schedule 10,x"),
+            (["--defense", "rnp", "--clean-threshold", "2"], "--clean-threshold 2"),
+            (["--defense", "rnp", "--pruning-step", "0"], "--pruning-step 0"),
+        ] {
+            XCTAssertThrowsError(try DefendCommand.parse(base + flags), "\(flags)") { error in
+                XCTAssertTrue(DefendCommand.message(for: error).contains(expected), DefendCommand.message(for: error))
+            }
+        }
+    }
+}
