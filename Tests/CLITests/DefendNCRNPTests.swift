@@ -1,5 +1,6 @@
 import Foundation
 import Formats
+import Models
 import XCTest
 @testable import BackdoorCLI
 import Defenses
@@ -42,17 +43,29 @@ extension DefendCommandTests {
         for phase in ["before", "after"] { XCTAssertNotNil((result[phase] as? [String: Double])?["asr"], phase) }
     }
 
+    /// result.json's pruned list is the sweep row the defender-data rule picks (recomputed here
+    /// from the sweep it reports), and each pruned BN weight is zero in the written model.
     func testRNPWritesThePrunedNeuronsAndHowTheLevelWasChosen() throws {
-        let (result, _) = try defend("rnp", ["--test-limit", "300", "--recovering-epochs", "5"],
-                                     checkpoint: badnetsFixture.model, triggerInfo: badnetsFixture.info,
-                                     in: try temporaryDirectory())
+        let (result, output) = try defend("rnp", ["--test-limit", "300", "--recovering-epochs", "10", "--acc-ratio", "0.3"],
+                                          checkpoint: badnetsFixture.model, triggerInfo: badnetsFixture.info,
+                                          in: try temporaryDirectory())
         let pruned = try XCTUnwrap(result["pruned"] as? [[String: Any]])
-        XCTAssertTrue(pruned.allSatisfy { $0["layer"] is String && $0["index"] is Int })
         let selection = try XCTUnwrap(result["selection"] as? String)
         XCTAssertTrue(selection.contains("defender's 500 images"), selection)
         let sweep = try XCTUnwrap(result["sweep"] as? [[String: Any]])
         XCTAssertEqual(sweep.count, 19, "thresholds 0 to 0.9 by 0.05")
+        let base = try XCTUnwrap(result["defender_clean_acc_before"] as? Double)
+        let kept = sweep.last { abs(($0["defender_clean_acc"] as! Double) - base) / base < 0.3 }
+        XCTAssertEqual(pruned.count, kept?["pruned"] as? Int ?? 0)
+        XCTAssertFalse(pruned.isEmpty, "sweep \(sweep)")
+        let level = try XCTUnwrap(kept?["level"] as? Double)
+        XCTAssertTrue(pruned.allSatisfy { ($0["value"] as! Double) <= level })
         XCTAssertLessThanOrEqual(try XCTUnwrap(result["unlearned_train_acc"] as? Double), 0.2)
+        let (repaired, _) = try Checkpoint.load(output + "/model.safetensors", on: testBackend)
+        let layers = Dictionary(uniqueKeysWithValues: repaired.batchNorms.map { ($0.name, $0) })
+        for neuron in pruned {
+            XCTAssertEqual(try layers[neuron["layer"] as! String]!.weight.plainValues()[neuron["index"] as! Int], 0)
+        }
     }
 
     func testNCAndRNPFlagsAreValidated() {
