@@ -32,8 +32,8 @@ final class NeuralCleanseTests: XCTestCase {
         XCTAssertEqual(report.flagged, [2], "below the median only; the large one is never flagged")
     }
 
-    /// The loss's gradient in tanh space against central differences, along single coordinates
-    /// of the mask and the pattern and along the gradient itself (float32: loose tolerance).
+    /// The loss's gradient in tanh space against central differences: along single mask
+    /// coordinates and along the mask's and the pattern's gradients (float32: loose tolerance).
     func testObjectiveGradientMatchesFiniteDifferences() throws {
         let model = try ResNet18.model(width: 4, seed: 5, on: testBackend)
         var generator = SeededGenerator(seed: 21)
@@ -57,7 +57,7 @@ final class NeuralCleanseTests: XCTestCase {
         let expectedNorm = maskTanh.reduce(0.0) { $0 + Double(tanh($1) / (2 + 1e-7) + 0.5) }
         XCTAssertEqual(Double(o.regularisation), expectedNorm, accuracy: 1e-3 * expectedNorm)
 
-        let eps: Float = 2e-2
+        var eps: Float = 2e-2
         func central(_ nudge: (Float) -> Void) throws -> Double {
             nudge(eps)
             let plus = try loss()
@@ -72,20 +72,19 @@ final class NeuralCleanseTests: XCTestCase {
             let numeric = try central { maskTanh[i] += $0 }
             check(Double(o.maskGradient[i]), numeric, "dL/dmask[\(i)]")
         }
-        let patternProbes = o.patternGradient.indices.sorted { abs(o.patternGradient[$0]) > abs(o.patternGradient[$1]) }.prefix(4)
-        for i in patternProbes {
-            let numeric = try central { patternTanh[i] += $0 }
-            check(Double(o.patternGradient[i]), numeric, "dL/dpattern[\(i)]")
+        // Along the mask's and the pattern's gradients separately: d/dt L(theta + t u) = |g| for
+        // u = g / |g|. Single pattern coordinates are too small for float32 differences; their
+        // sum along u is not.
+        for (name, g) in [("mask", o.maskGradient), ("pattern", o.patternGradient)] {
+            let length = g.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
+            let u = g.map { Float(Double($0) / length) }
+            eps = name == "mask" ? 2e-2 : 0.1  // the pattern's loss change is small: a longer step
+            let numeric = try central { t in
+                if name == "mask" { for i in 0..<plane { maskTanh[i] += t * u[i] } }
+                else { for i in 0..<(3 * plane) { patternTanh[i] += t * u[i] } }
+            }
+            XCTAssertEqual(length, numeric, accuracy: 0.03 * length, "directional derivative along the \(name) gradient")
         }
-        // Along the whole gradient direction: d/dt L(theta + t u) = |g| for u = g / |g|.
-        let all = o.maskGradient + o.patternGradient
-        let length = all.reduce(0.0) { $0 + Double($1 * $1) }.squareRoot()
-        let direction = all.map { Float(Double($0) / length) }
-        let numeric = try central { t in
-            for i in 0..<plane { maskTanh[i] += t * direction[i] }
-            for i in 0..<(3 * plane) { patternTanh[i] += t * direction[plane + i] }
-        }
-        check(length, numeric, "directional derivative along the gradient")
     }
 
     private func check(_ analytic: Double, _ numeric: Double, _ what: String) {
