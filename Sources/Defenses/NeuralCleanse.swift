@@ -377,16 +377,41 @@ public struct NCDefense: Defense {
     public var config: NCConfig
     public init(config: NCConfig = NCConfig()) { self.config = config }
     public var name: String { "nc" }
+    /// Every setting by its config name (BackdoorBench's keys; nc_images 0: all images), as the
+    /// runner's defense registry takes them.
     public var settings: [String: Double] {
-        var out: [String: Double] = ["mask_lr": Double(config.maskLearningRate), "init_cost": Double(config.initCost),
+        ["mask_lr": Double(config.maskLearningRate), "init_cost": Double(config.initCost),
          "atk_succ_threshold": config.attackSuccessThreshold * 100, "patience": Double(config.patience),
          "cost_multiplier": Double(config.costMultiplier), "early_stop_threshold": config.earlyStopThreshold,
          "early_stop_patience": Double(config.earlyStopPatience), "nc_epoch": Double(config.epochs),
-         "batch_size": Double(config.batchSize), "unlearning_ratio": config.unlearningRatio,
-         "epochs": Double(config.fineTuneEpochs), "lr": Double(config.fineTuneLearningRate),
-         "anomaly_threshold": config.anomalyThreshold]
-        if let limit = config.imageLimit { out["nc_images"] = Double(limit) }
-        return out
+         "nc_images": Double(config.imageLimit ?? 0), "batch_size": Double(config.batchSize),
+         "unlearning_ratio": config.unlearningRatio, "epochs": Double(config.fineTuneEpochs),
+         "lr": Double(config.fineTuneLearningRate), "anomaly_threshold": config.anomalyThreshold]
+    }
+
+    public static var defaults: [String: Double] { NCDefense().settings }
+
+    /// From settings keyed as `settings` (missing keys take the defaults); validated.
+    public init(settings: [String: Double], seed: UInt64) throws {
+        let s = Self.defaults.merging(settings) { $1 }
+        var c = NCConfig()
+        c.maskLearningRate = Float(s["mask_lr"]!)
+        c.initCost = Float(s["init_cost"]!)
+        c.attackSuccessThreshold = s["atk_succ_threshold"]! / 100
+        c.patience = Int(s["patience"]!)
+        c.costMultiplier = Float(s["cost_multiplier"]!)
+        c.earlyStopThreshold = s["early_stop_threshold"]!
+        c.earlyStopPatience = Int(s["early_stop_patience"]!)
+        c.epochs = Int(s["nc_epoch"]!)
+        c.imageLimit = s["nc_images"]! == 0 ? nil : Int(s["nc_images"]!)
+        c.batchSize = Int(s["batch_size"]!)
+        c.unlearningRatio = s["unlearning_ratio"]!
+        c.fineTuneEpochs = Int(s["epochs"]!)
+        c.fineTuneLearningRate = Float(s["lr"]!)
+        c.anomalyThreshold = s["anomaly_threshold"]!
+        c.seed = seed
+        try c.validate()
+        self.init(config: c)
     }
 
     public func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision {

@@ -160,16 +160,41 @@ public struct RNPDefense: Defense {
     public var config: RNPConfig
     public init(config: RNPConfig = RNPConfig()) { self.config = config }
     public var name: String { "rnp" }
+    /// Every setting by its config name (the authors' flags; pruning_by 0: threshold, 1: number;
+    /// pruning_number -1: chosen on the defender's data), as the runner's defense registry takes them.
     public var settings: [String: Double] {
-        var out: [String: Double] = [
-            "alpha": Double(config.alpha), "clean_threshold": config.cleanThreshold,
-            "unlearning_lr": Double(config.unlearningLearningRate), "recovering_lr": Double(config.recoveringLearningRate),
-            "unlearning_epochs": Double(config.unlearningEpochs), "recovering_epochs": Double(config.recoveringEpochs),
-            "batch_size": Double(config.batchSize), "pruning_max": config.pruningMax, "pruning_step": config.pruningStep,
-            "acc_ratio": config.accRatio,
-        ]
-        if let level = config.pruningNumber { out["pruning_number"] = level }
-        return out
+        ["alpha": Double(config.alpha), "clean_threshold": config.cleanThreshold,
+         "unlearning_lr": Double(config.unlearningLearningRate), "recovering_lr": Double(config.recoveringLearningRate),
+         "unlearning_epochs": Double(config.unlearningEpochs), "recovering_epochs": Double(config.recoveringEpochs),
+         "batch_size": Double(config.batchSize), "pruning_by": config.pruningBy == .threshold ? 0 : 1,
+         "pruning_max": config.pruningMax, "pruning_step": config.pruningStep, "acc_ratio": config.accRatio,
+         "pruning_number": config.pruningNumber ?? -1]
+    }
+
+    public static var defaults: [String: Double] { RNPDefense().settings }
+
+    /// From settings keyed as `settings` (missing keys take the defaults); validated.
+    public init(settings: [String: Double], seed: UInt64) throws {
+        let s = Self.defaults.merging(settings) { $1 }
+        var c = RNPConfig()
+        c.alpha = Float(s["alpha"]!)
+        c.cleanThreshold = s["clean_threshold"]!
+        c.unlearningLearningRate = Float(s["unlearning_lr"]!)
+        c.recoveringLearningRate = Float(s["recovering_lr"]!)
+        c.unlearningEpochs = Int(s["unlearning_epochs"]!)
+        c.recoveringEpochs = Int(s["recovering_epochs"]!)
+        c.batchSize = Int(s["batch_size"]!)
+        guard s["pruning_by"]! == 0 || s["pruning_by"]! == 1 else {
+            throw DefenseError("pruning_by \(s["pruning_by"]!) is invalid: expected 0 (threshold) or 1 (number)")
+        }
+        c.pruningBy = s["pruning_by"]! == 0 ? .threshold : .number
+        c.pruningMax = s["pruning_max"]!
+        c.pruningStep = s["pruning_step"]!
+        c.accRatio = s["acc_ratio"]!
+        c.pruningNumber = s["pruning_number"]! == -1 ? nil : s["pruning_number"]!
+        c.seed = seed
+        try c.validate()
+        self.init(config: c)
     }
 
     public func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision {

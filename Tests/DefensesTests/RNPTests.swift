@@ -89,3 +89,24 @@ final class RNPTests: XCTestCase {
         XCTAssertFalse(result.pruned.isEmpty)
     }
 }
+
+/// NC's and RNP's named settings (the shape of the runner's defense registry): the defaults are
+/// the configs' defaults, every key round-trips, and a bad value is refused naming it.
+final class NCRNPSettingsTests: XCTestCase {
+    func testSettingsRoundTripAndDefaultsAreTheReferences() throws {
+        XCTAssertEqual(try NCDefense(settings: [:], seed: 0).config, NCConfig())
+        XCTAssertEqual(try RNPDefense(settings: [:], seed: 0).config, RNPConfig())
+        XCTAssertEqual(NCDefense.defaults["nc_epoch"], 80)
+        XCTAssertEqual(NCDefense.defaults["atk_succ_threshold"], 98)
+        XCTAssertEqual(RNPDefense.defaults["clean_threshold"], 0.2)
+        let quick = NCDefense(config: .quick)
+        XCTAssertEqual(try NCDefense(settings: quick.settings, seed: 0).config, NCConfig.quick)
+        var rnp = RNPConfig()
+        (rnp.pruningBy, rnp.pruningNumber, rnp.accRatio) = (.number, 12, 0.3)
+        XCTAssertEqual(try RNPDefense(settings: RNPDefense(config: rnp).settings, seed: 0).config, rnp)
+        XCTAssertThrowsError(try NCDefense(settings: ["unlearning_ratio": 1.5], seed: 0)) {
+            XCTAssertTrue("\($0)".contains("unlearning-ratio 1.5"), "\($0)")
+        }
+        XCTAssertThrowsError(try RNPDefense(settings: ["pruning_by": 2], seed: 0)) { XCTAssertTrue("\($0)".contains("pruning_by 2"), "\($0)") }
+    }
+}
