@@ -8,6 +8,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // C libraries from Debian packages (libdnnl-dev, libpng-dev, zlib1g-dev).
@@ -37,10 +38,15 @@ let package = Package(
         .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"]),
         // Adversarial Neuron Pruning.
         .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "NN", "Support", "Training"]),
+        // The experiment runner: typed, YAML-configurable experiments, stages, the attack x defense matrix.
+        .target(name: "Experiments",
+                dependencies: ["Attacks", "Backend", "Datasets", "Defenses", "Formats", "Models", "NN", "Reports", "Support",
+                               "Training", .product(name: "Yams", package: "Yams")],
+                resources: [.copy("Presets")]),
         .executableTarget(
             name: "BackdoorCLI",
             dependencies: [
-                "Attacks", "Backend", "Datasets", "Defenses", "Formats", "Models", "NN", "OneDNNBackend", "Reports",
+                "Attacks", "Backend", "Datasets", "Defenses", "Experiments", "Formats", "Models", "NN", "OneDNNBackend", "Reports",
                 "Support", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
