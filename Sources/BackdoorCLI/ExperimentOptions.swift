@@ -1,6 +1,7 @@
 import ArgumentParser
 import Experiments
 import Foundation
+import Models
 
 /// The flags of `backdoor run` and `backdoor sweep`: a preset, a config file, and flags over both.
 /// Each setting flag is one dotted key of the config (`--epochs` is `training.epochs`).
@@ -78,6 +79,7 @@ struct ExperimentOptions: ParsableArguments {
 
     func validate() throws {
         if let milestones { _ = try parseMilestones(milestones) }
+        if let model, let architecture = Architecture(flagName: model) { try FlagLimits.width(width, model: architecture) }
         _ = try settings()
     }
 }

@@ -85,7 +85,10 @@ public enum ExperimentConfigFile {
         merged["preset"] = chosen
         var settings = try decode(merged, source: configFile ?? "preset \(chosen)")
         settings.preset = chosen
-        do { try settings.validate() } catch var error as ConfigError {
+        do {
+            try settings.validate()
+            try settings.model.useReferenceWidthOutsideResNets()
+        } catch var error as ConfigError {
             // Which layer set the key: the last one that has it.
             let path = error.key.split(separator: ".").map(String.init)
             error.source = layers.last { has($0.values, path) }?.source ?? "preset \(chosen)"

@@ -49,6 +49,12 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
                 return a
             }
         }
+
+        /// A preset's width is the ResNet family's; the other models keep their reference width.
+        public mutating func useReferenceWidthOutsideResNets() throws {
+            let a = try architecture
+            if !a.takesWidthFlag { width = a.referenceWidth }
+        }
     }
 
     /// The reference's train_backdoor_cifar.py.
@@ -235,9 +241,7 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
             try seeds.map { seed in
                 var cell = self
                 cell.model.name = name
-                _ = try cell.model.architecture
-                // The preset's width is the ResNet family's; the others take their reference width.
-                if !(try cell.model.architecture).takesWidthFlag { cell.model.width = try cell.model.architecture.referenceWidth }
+                try cell.model.useReferenceWidthOutsideResNets()
                 cell.seed = seed
                 cell.matrix.models = []
                 cell.matrix.seeds = []
