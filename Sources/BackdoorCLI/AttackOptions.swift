@@ -16,7 +16,7 @@ struct AttackOptions: ParsableArguments {
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget = 0
     @Option(help: "Fraction of the non-target training images to poison (BadNets, Blend).") var poisonRate = 0.1
     @Option(help: "Trigger opacity (default 1.0 for BadNets and clean-label, 0.2 for Blend).") var triggerAlpha: Double?
-    @Option(help: "32x32 PNG pattern for the Blend trigger (default: the tool's own seeded noise).") var triggerPattern: String?
+    @Option(help: "32x32 PNG pattern for the Blend trigger (default: the papers' cifar_gaussian_noise.png, shipped; `seeded`: the tool's own seeded noise).") var triggerPattern: String?
     @Option(help: "Folder with the clean-label attack's data.npy, label.npy, backdoor_list.npy.") var clbDir = "data/clean-label/0.1"
 
     func validate() throws {

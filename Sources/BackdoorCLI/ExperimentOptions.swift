@@ -12,7 +12,7 @@ struct ExperimentOptions: ParsableArguments {
     var config: String?
     @Option(help: "Run folder (stage folders, summary.json or leaderboard.json, report).") var outputDir = "runs/experiment"
     @Option(help: "CIFAR-10 folder (default $BACKDOOR_DATA_DIR, else ./data).") var dataDir: String?
-    @Option(help: "Permutation of the 50,000 training indices (data.split_file; without it: a seeded one, written to the run folder).")
+    @Option(help: "Permutation of the 50,000 training indices (data.split_file; default: the ANP reference's cifar_shuffle.txt, shipped; `seeded`: one from --seed, written to the run folder).")
     var splitFile: String?
     @Flag(help: "Skip the stages whose outputs exist for the same configuration; continue an interrupted stage.")
     var resume = false
@@ -34,7 +34,7 @@ struct ExperimentOptions: ParsableArguments {
     @Option(help: "Fraction to poison: of the non-target images (BadNets, Blend) or of the target class (clean-label).")
     var poisonRate: Double?
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget: Int?
-    @Option(help: "32x32 PNG pattern for the Blend trigger (default: the tool's seeded noise).") var triggerPattern: String?
+    @Option(help: "32x32 PNG pattern for the Blend trigger (default: the papers' cifar_gaussian_noise.png, shipped; `seeded`: the tool's own seeded noise).") var triggerPattern: String?
     @Option(help: "PGD iterations per attempt of the clean-label attack.") var pgdIters: Int?
     @Option(help: "ANP perturbation budget.") var anpEps: Double?
     @Option(help: "ANP: weight of the natural loss (1 - alpha weighs the perturbed loss).") var anpAlpha: Double?
@@ -73,7 +73,7 @@ struct ExperimentOptions: ParsableArguments {
                                                      flags: Dictionary(flags.map { ($0.key, $0.value) }) { $1 })
         } catch let error as ConfigError where error.source == ExperimentConfigFile.commandLine {
             let flag = flags.first { $0.key == error.key }?.flag ?? error.key
-            throw ValidationError("\(flag): \(error.message)")
+            throw ValidationError(error.value.map { "\(flag) \($0) \(error.message)" } ?? "\(flag): \(error.message)")
         }
     }
 

@@ -10,15 +10,23 @@ public protocol ConfigSection {}
 public struct ConfigError: Error, CustomStringConvertible, Equatable {
     public var source: String?
     public var key: String
+    /// The offending value, for range errors ("1.5 is out of range: expected ...").
+    public var value: String?
     public var message: String
 
-    public init(source: String? = nil, key: String, _ message: String) {
+    public init(source: String? = nil, key: String, value: String? = nil, _ message: String) {
         self.source = source
         self.key = key
+        self.value = value
         self.message = message
     }
 
-    public var description: String { (source.map { "\($0): " } ?? "") + "\(key): \(message)" }
+    /// A value outside its range.
+    public static func outOfRange(_ key: String, _ value: Any, expected: String) -> ConfigError {
+        ConfigError(key: key, value: "\(value)", "is out of range: expected \(expected)")
+    }
+
+    public var description: String { (source.map { "\($0): " } ?? "") + "\(key): " + (value.map { "\($0) " } ?? "") + message }
 }
 
 /// Experiment configurations as YAML (BackdoorBench's config style) and JSON: layered

@@ -24,7 +24,7 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
     public init() {}
 
     public struct DataSettings: Codable, Equatable, ConfigSection {
-        /// Permutation of the 50,000 training indices; nil: a seeded one, written to the run folder.
+        /// Permutation of the 50,000 training indices; nil: the reference's (shipped); "seeded": one from `seed`.
         public var splitFile: String?
         /// The defender holds the first `val_frac` of the permutation; training uses the rest.
         public var valFrac = 0.1
@@ -73,7 +73,7 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
     public struct AttackSection: Codable, Equatable, ConfigSection {
         public var poisonRate = 0.1
         public var target = 0
-        /// 32x32 PNG for the Blend trigger; nil: the tool's seeded noise.
+        /// 32x32 PNG for the Blend trigger; nil: the papers' pattern (shipped); "seeded": the tool's seeded noise.
         public var triggerPattern: String?
         public var pgd = PGDSettings()
         public init() {}
@@ -146,19 +146,22 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
     /// Every value in its range; the error names the dotted key (ConfigError's source is set by the caller).
     public func validate() throws {
         func atLeastOne(_ value: Int?, _ key: String) throws {
-            if let value, value < 1 { throw ConfigError(key: key, "must be at least 1, got \(value)") }
+            if let value, value < 1 { throw ConfigError.outOfRange(key, value, expected: "at least 1") }
         }
         func fraction(_ value: Double?, _ key: String, openAtZero: Bool = false) throws {
             guard let value else { return }
             if !(0...1).contains(value) || (openAtZero && value == 0) {
-                throw ConfigError(key: key, "must be in \(openAtZero ? "(0" : "[0"), 1], got \(value)")
+                throw ConfigError.outOfRange(key, value, expected: "a number in \(openAtZero ? "(0" : "[0"), 1]")
             }
         }
         func positive(_ value: Double, _ key: String) throws {
-            if !(value > 0 && value.isFinite) { throw ConfigError(key: key, "must be a positive number, got \(value)") }
+            if !(value > 0 && value.isFinite) { throw ConfigError.outOfRange(key, value, expected: "a positive number") }
+        }
+        func nonNegative(_ value: Double, _ key: String) throws {
+            if !(value >= 0 && value.isFinite) { throw ConfigError.outOfRange(key, value, expected: "a number >= 0") }
         }
         _ = try model.architecture
-        if !(1...256).contains(model.width) { throw ConfigError(key: "model.width", "must be in 1...256, got \(model.width)") }
+        if !(1...256).contains(model.width) { throw ConfigError.outOfRange("model.width", model.width, expected: "1...256") }
         try fraction(data.valFrac, "data.val_frac")
         try atLeastOne(data.trainLimit, "data.train_limit")
         try atLeastOne(training.epochs, "training.epochs")
@@ -168,15 +171,15 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
             throw ConfigError(key: "training.milestones", "expected increasing epochs of at least 1, got \(training.milestones)")
         }
         try fraction(training.momentum, "training.momentum")
-        if !(training.weightDecay >= 0) { throw ConfigError(key: "training.weight_decay", "must be >= 0, got \(training.weightDecay)") }
+        try nonNegative(training.weightDecay, "training.weight_decay")
         try fraction(attack.poisonRate, "attack.poison_rate")
-        if !(0...9).contains(attack.target) { throw ConfigError(key: "attack.target", "must be a class in 0-9, got \(attack.target)") }
+        if !(0...9).contains(attack.target) { throw ConfigError.outOfRange("attack.target", attack.target, expected: "a class in 0-9") }
         try atLeastOne(attack.pgd.iterations, "attack.pgd.iterations")
-        if attack.pgd.restarts < 0 { throw ConfigError(key: "attack.pgd.restarts", "must be >= 0, got \(attack.pgd.restarts)") }
+        if attack.pgd.restarts < 0 { throw ConfigError.outOfRange("attack.pgd.restarts", attack.pgd.restarts, expected: "at least 0") }
         try positive(attack.pgd.eps, "attack.pgd.eps")
         try positive(attack.pgd.step, "attack.pgd.step")
         try fraction(defense.anp.frac, "defense.anp.frac", openAtZero: true)
-        if !(defense.anp.eps >= 0 && defense.anp.eps.isFinite) { throw ConfigError(key: "defense.anp.eps", "must be >= 0, got \(defense.anp.eps)") }
+        try nonNegative(defense.anp.eps, "defense.anp.eps")
         try atLeastOne(defense.anp.steps, "defense.anp.steps")
         try fraction(defense.anp.alpha, "defense.anp.alpha")
         try positive(defense.anp.lr, "defense.anp.lr")

@@ -291,8 +291,8 @@ final class RunCommandTests: XCTestCase {
 
     func testBadFlagsAreRejectedNamingTheFlag() {
         for (flags, message) in [(["--attacks", "badnets,trojan"], "unknown attack \"trojan\""),
-                                 (["--epochs", "0"], "--epochs: must be at least 1"),
-                                 (["--anp-alpha", "1.5"], "--anp-alpha: must be in [0, 1]"),
+                                 (["--epochs", "0"], "--epochs 0 is out of range: expected at least 1"),
+                                 (["--anp-alpha", "1.5"], "--anp-alpha 1.5 is out of range: expected a number in [0, 1]"),
                                  (["--preset", "huge"], "huge")] {
             XCTAssertThrowsError(try RunCommand.parse(flags)) { error in
                 XCTAssertTrue(RunCommand.message(for: error).contains(message), "\(flags): \(RunCommand.message(for: error))")

@@ -58,7 +58,7 @@ final class ExperimentConfigTests: XCTestCase {
             ("trainig: {epochs: 2}", "trainig", "unknown key; expected one of preset, data, model, training"),
             ("training: {epochs: two}", "training.epochs", "expected an integer"),
             ("training: {augment: 3}", "training.augment", "expected true or false"),
-            ("training: {epochs: 0}", "training.epochs", "must be at least 1"),
+            ("training: {epochs: 0}", "training.epochs", "is out of range: expected at least 1"),
             ("training: [1, 2]", "training", "expected a mapping"),
             ("attack: {pgd: {stepsize: 1}}", "attack.pgd.stepsize", "unknown key; expected one of iterations, restarts, eps, step"),
             ("matrix: {attacks: [badnets, trojan]}", "matrix.attacks", "unknown attack \"trojan\""),
