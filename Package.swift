@@ -36,7 +36,7 @@ let package = Package(
         // Triggers, poisoning, clean-label PGD.
         .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"]),
         // Adversarial Neuron Pruning.
-        .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "NN", "Support", "Training"]),
+        .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "Models", "NN", "Support", "Training"]),
         .executableTarget(
             name: "BackdoorCLI",
             dependencies: [

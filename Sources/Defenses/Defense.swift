@@ -12,10 +12,15 @@ public protocol Defense {
     func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision
 }
 
-/// What a defense decided: the BatchNorm channels it pruned (with the value it ranked them by).
+/// What a defense decided: the channels it pruned (with the value it ranked them by) and, for
+/// result.json's `decision`, anything else it chose and how.
 public struct DefenseDecision {
     public var pruned: [NeuronScore]
-    public init(pruned: [NeuronScore]) { self.pruned = pruned }
+    public var details: [String: Any]
+    public init(pruned: [NeuronScore], details: [String: Any] = [:]) {
+        self.pruned = pruned
+        self.details = details
+    }
 }
 
 /// CLP as a defense (data-free: the clean images are not used).
