@@ -20,6 +20,8 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Epochs.") var epochs = 50
     @Option(parsing: .unconditional, help: "Batch size.") var batchSize = 128
     @Option(help: "Initial learning rate.") var lr: Float = 0.1
+    @Option(help: "The reference's random crop and flip in training (true or false; off makes a quick backdoor take hold sooner).")
+    var augment = true
     @Option(help: "Epochs at which the learning rate is multiplied by 0.1, comma-separated.") var milestones = "30,40"
     @Option(parsing: .unconditional, help: "Base width of the ResNet family (default 64, the real model; 32 and 16 are CPU-sized). Not for VGG or MobileNetV2.") var width: Int?
     @Option(parsing: .unconditional, help: "Seed for initialisation, shuffling, augmentation and poisoning.", transform: parseSeed) var seed: UInt64 = 0
@@ -79,6 +81,7 @@ struct TrainCommand: ParsableCommand {
         config.architecture = network.architecture.rawValue
         config.width = network.width(width)
         config.seed = seed
+        config.augment = augment
         try checkOutputFolder(config)
 
         let prepared = try ExperimentData.prepare(data: data, attack: attack, valFrac: valFrac, trainLimit: trainLimit,
