@@ -44,14 +44,14 @@ struct DefendCommand: ParsableCommand {
     @Option(help: "Output folder.") var outputDir = "runs/defend"
     @OptionGroup var data: DataOptions
     @OptionGroup var compute: ComputeOptions
-    @Option(help: "Fraction of the training set held by the defender (default: the defense's reference: 0.01 for "
-        + "anp and clp, 0.05 for ft, fp and nad, 0.02 for fst).")
+    @Option(help: ArgumentHelp("Fraction of the training set held by the defender (default: the defense's reference: "
+        + "0.01 for anp and clp, 0.05 for ft, fp and nad, 0.02 for fst)."))
     var cleanFrac: Double?
     @Option(help: "CLP: prune channels whose Lipschitz bound exceeds mean + u * std of their layer.") var clpU = 3.0
     @Option(help: "ANP: prune the neurons whose mask is at most this.") var threshold = 0.2
     @Option(help: "ANP: mask-optimisation iterations (the reference's 2000).") var nbIter = 2000
-    @Option(help: "ft, fp, nad, fst: fine-tuning epochs (nad: the teacher's and the student's each; default 100 for "
-        + "ft and fp, 10 for nad and fst).")
+    @Option(help: ArgumentHelp("ft, fp, nad, fst: fine-tuning epochs (nad: the teacher's and the student's each; "
+        + "default 100 for ft and fp, 10 for nad and fst)."))
     var epochs: Int?
     @Option(help: "ft, fp, nad, fst: learning rate (default 0.01).") var lr: Float?
     @Option(help: "ft, fp, nad, fst: batch size (default 256; fst 128).") var batchSize: Int?
