@@ -31,7 +31,7 @@ final class FineTuningDefendTests: XCTestCase {
         let settings = try XCTUnwrap(result["settings"] as? [String: Double])
         XCTAssertEqual(settings["epochs"], 1)
         XCTAssertEqual(settings["acc_ratio"], 0.05)
-        XCTAssertEqual(settings["lr"], 0.01, "BackdoorBench's default")
+        XCTAssertEqual(settings["lr"] ?? 0, 0.01, accuracy: 1e-8, "BackdoorBench's default")
         XCTAssertEqual(settings["batch_size"], 256)
         for phase in ["before", "after"] {
             let m = try XCTUnwrap(result[phase] as? [String: Double], phase)
