@@ -37,7 +37,7 @@ let package = Package(
         // Triggers, poisoning, clean-label PGD.
         .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"], resources: [.copy("Resources")]),
         // Adversarial Neuron Pruning.
-        .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "NN", "Support", "Training"]),
+        .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "Models", "NN", "Support", "Training"]),
         // The experiment runner: typed, YAML-configurable experiments, stages, the attack x defense matrix.
         .target(name: "Experiments",
                 dependencies: ["Attacks", "Backend", "Datasets", "Defenses", "Formats", "Models", "NN", "Reports", "Support",

@@ -33,24 +33,49 @@ struct DefendCommand: ParsableCommand {
     @Option(help: "CLP: prune channels whose Lipschitz bound exceeds mean + u * std of their layer (--set u=...).") var clpU: Double?
     @Option(help: "ANP: prune the neurons whose mask is at most this (--set threshold=...).") var threshold: Double?
     @Option(help: "ANP: mask-optimisation iterations, the reference's 2000 (--set iterations=...).") var nbIter: Int?
+    @Option(help: "ft, fp, nad, fst: fine-tuning epochs (nad: the teacher's and the student's each).") var epochs: Int?
+    @Option(help: "ft, fp, nad, fst: learning rate.") var lr: Double?
+    @Option(help: "ft, fp, nad, fst: batch size.") var batchSize: Int?
+    @Option(help: "fp: stop pruning before the defender's clean accuracy falls by this fraction of the unpruned model's.")
+    var accRatio: Double?
+    @Option(help: "fp: fraction of the channels pruned per step.") var oncePruneRatio: Double?
+    @Option(help: "nad: attention-loss weights of layer2, layer3, layer4, comma-separated (nad_beta1..3).") var nadBetas: String?
+    @Option(help: "nad: power of the attention maps.") var nadP: Double?
+    @Option(help: "fst: weight of the feature-shift penalty <W, W_orig> on the re-initialised classifier.") var fstAlpha: Double?
     @Option(help: "A setting of the defense, NAME=VALUE (repeatable; see the list above).") var set: [String] = []
     @Option(help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
     @Option(parsing: .unconditional, help: "Seed of the defense's draws (and of a generated split).", transform: parseSeed)
     var seed: UInt64 = 0
 
-    /// The named flags: each is one setting of one defense.
-    private var namedSettings: [(flag: String, defense: String, key: String, value: Double?)] {
-        [("--clp-u", "clp", "u", clpU), ("--threshold", "anp", "threshold", threshold), ("--nb-iter", "anp", "iterations", nbIter.map(Double.init))]
+    /// The named flags: each sets settings of the defenses that have them.
+    private func namedSettings() throws -> [(flag: String, keys: [String], value: Double?)] {
+        var out: [(flag: String, keys: [String], value: Double?)] = [
+            ("--clp-u", ["u"], clpU), ("--threshold", ["threshold"], threshold), ("--nb-iter", ["iterations"], nbIter.map(Double.init)),
+            ("--epochs", ["epochs", "teacher_epochs"], epochs.map(Double.init)), ("--lr", ["lr"], lr),
+            ("--batch-size", ["batch_size"], batchSize.map(Double.init)), ("--acc-ratio", ["acc_ratio"], accRatio),
+            ("--once-prune-ratio", ["once_prune_ratio"], oncePruneRatio), ("--nad-p", ["nad_p"], nadP), ("--fst-alpha", ["fst_alpha"], fstAlpha),
+        ]
+        if let nadBetas {
+            let values = nadBetas.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard values.count == 3, values.allSatisfy({ $0 != nil }) else {
+                throw ValidationError("--nad-betas \"\(nadBetas)\" is invalid: expected three numbers (layer2, layer3, layer4), e.g. 500,1000,1000")
+            }
+            out += values.enumerated().map { ("--nad-betas", ["nad_beta\($0.offset + 1)"], $0.element) }
+        }
+        return out
     }
 
     func overrides() throws -> [String: Double] {
         var out: [String: Double] = [:]
-        for named in namedSettings {
+        let known = DefenseRegistry.type(named: defense)?.defaults ?? [:]
+        for named in try namedSettings() {
             guard let value = named.value else { continue }
-            guard named.defense == defense else {
-                throw ValidationError("\(named.flag) is a setting of \(named.defense), not of --defense \(defense)")
+            let keys = named.keys.filter { known[$0] != nil }
+            guard !keys.isEmpty else {
+                let owners = DefenseRegistry.all.filter { type in named.keys.contains { type.defaults[$0] != nil } }.map { $0.name }
+                throw ValidationError("\(named.flag) is a setting of \(owners.joined(separator: ", ")), not of --defense \(defense)")
             }
-            out[named.key] = value
+            for key in keys { out[key] = value }
         }
         for assignment in set {
             let parts = assignment.split(separator: "=", maxSplits: 1).map(String.init)
@@ -71,6 +96,11 @@ struct DefendCommand: ParsableCommand {
             guard cleanFrac > 0 else { throw ValidationError("--clean-frac 0 leaves the defender no clean images") }
         }
         do { _ = try DefenseRegistry.make(defense, overrides: try overrides()) } catch let error as DefenseSettingError {
+            // A range error of a setting a flag gave names the flag.
+            if let key = error.key, let value = error.value,
+               let flag = try namedSettings().first(where: { $0.keys.contains(key) && $0.value != nil })?.flag {
+                throw ValidationError("\(flag) \(String(format: "%g", value)) \(error.message)")
+            }
             throw ValidationError(error.description)
         }
         try FlagLimits.testLimit(testLimit)

@@ -23,15 +23,33 @@ extension Defense {
     public var name: String { Self.name }
 }
 
+/// A bad defense setting; range errors name the setting and its value, so a caller can name its flag instead.
 public struct DefenseSettingError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+    public let defense: String?
+    public let key: String?
+    public let value: Double?
+    public let message: String
+
+    public init(_ message: String) { (defense, key, value, self.message) = (nil, nil, nil, message) }
+
+    public static func outOfRange(_ defense: String, _ key: String, _ value: Double, expected: String) -> DefenseSettingError {
+        DefenseSettingError(defense: defense, key: key, value: value, message: "is out of range: expected \(expected)")
+    }
+
+    private init(defense: String?, key: String?, value: Double?, message: String) {
+        (self.defense, self.key, self.value, self.message) = (defense, key, value, message)
+    }
+
+    public var description: String {
+        guard let defense, let key, let value else { return message }
+        return "\(defense): \(key) \(String(format: "%g", value)) \(message)"
+    }
 }
 
 /// The defenses by name: what `backdoor defend --defense` and the experiment runner's
 /// `defenses` choose from. A new defense is added here and nowhere else.
 public enum DefenseRegistry {
-    public static let all: [Defense.Type] = [CLPDefense.self, ANPDefense.self]
+    public static let all: [Defense.Type] = [FTDefense.self, FPDefense.self, NADDefense.self, CLPDefense.self, FSTDefense.self, ANPDefense.self]
 
     public static var names: [String] { all.map { $0.name } }
 
@@ -54,10 +72,15 @@ public enum DefenseRegistry {
     }
 }
 
-/// What a defense decided: the BatchNorm channels it pruned (with the value it ranked them by).
+/// What a defense decided: the channels it pruned (with the value it ranked them by) and, for
+/// result.json's `decision`, anything else it chose and how.
 public struct DefenseDecision {
     public var pruned: [NeuronScore]
-    public init(pruned: [NeuronScore]) { self.pruned = pruned }
+    public var details: [String: Any]
+    public init(pruned: [NeuronScore], details: [String: Any] = [:]) {
+        self.pruned = pruned
+        self.details = details
+    }
 }
 
 /// CLP as a defense (data-free: the clean images are not used).
@@ -102,11 +125,11 @@ public struct ANPDefense: Defense {
         config.steps = Int(settings["anp_steps"]!)
         config.alpha = Float(settings["anp_alpha"]!)
         config.iterations = Int(settings["iterations"]!)
-        guard config.iterations >= 1, config.steps >= 1 else {
-            throw DefenseSettingError("anp: iterations and anp_steps must be at least 1")
+        for key in ["iterations", "anp_steps"] where settings[key]! < 1 {
+            throw DefenseSettingError.outOfRange(Self.name, key, settings[key]!, expected: "at least 1")
         }
-        guard (0...1).contains(settings["threshold"]!), (0...1).contains(config.alpha) else {
-            throw DefenseSettingError("anp: threshold and anp_alpha must be in [0, 1]")
+        for key in ["threshold", "anp_alpha"] where !(0...1).contains(settings[key]!) {
+            throw DefenseSettingError.outOfRange(Self.name, key, settings[key]!, expected: "a number in [0, 1]")
         }
         config.printEvery = max(1, config.iterations / 4)
         config.seed = seed
