@@ -2,9 +2,8 @@ import Datasets
 import Foundation
 import NN
 
-/// One training-mode epoch of SGD on the cross-entropy of a loader's batches: what NC's
-/// unlearning fine-tune and RNP's unlearning (gradient ascent) share. Kept internal until the
-/// shared fine-tuning loop (FineTuning.swift) replaces it.
+/// One training-mode epoch of SGD on the cross-entropy of a loader's batches, optionally ascending
+/// (RNP's unlearning; FineTuning.run descends and is what NC's unlearning uses).
 enum CleanEpoch {
     /// Mean loss and accuracy of the training-mode forwards of the epoch.
     struct Outcome {
@@ -30,15 +29,4 @@ enum CleanEpoch {
         }
         return Outcome(loss: lossSum / Double(max(seen, 1)), accuracy: Double(correct) / Double(max(seen, 1)))
     }
-
-    /// PyTorch's CosineAnnealingLR (eta_min 0) at a 0-based epoch of `total`.
-    static func cosineLearningRate(base: Float, epoch: Int, total: Int) -> Float {
-        Float(Double(base) * (1 + cos(Double.pi * Double(epoch) / Double(max(total, 1)))) / 2)
-    }
-}
-
-/// A defense's settings or run went wrong; the message names the flag or value.
-public struct DefenseError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
 }

@@ -46,27 +46,27 @@ public struct NCConfig: Equatable {
     }
 
     public func validate() throws {
-        func fail(_ flag: String, _ value: Any, _ expected: String) -> DefenseError {
-            DefenseError("\(flag) \(value) is invalid: expected \(expected)")
+        func fail(_ key: String, _ value: Double, _ expected: String) -> DefenseSettingError {
+            .outOfRange(NCDefense.name, key, value, expected: expected)
         }
-        guard maskLearningRate > 0, maskLearningRate.isFinite else { throw fail("--mask-lr", maskLearningRate, "a number > 0") }
-        guard initCost > 0, initCost.isFinite else { throw fail("--init-cost", initCost, "a number > 0") }
+        guard maskLearningRate > 0, maskLearningRate.isFinite else { throw fail("mask_lr", Double(maskLearningRate), "a number > 0") }
+        guard initCost > 0, initCost.isFinite else { throw fail("init_cost", Double(initCost), "a number > 0") }
         guard attackSuccessThreshold > 0, attackSuccessThreshold <= 1 else {
-            throw fail("--atk-succ-threshold", attackSuccessThreshold * 100, "a percentage in (0, 100]")
+            throw fail("atk_succ_threshold", Double(attackSuccessThreshold * 100), "a percentage in (0, 100]")
         }
-        guard patience >= 1 else { throw fail("--patience", patience, "an integer >= 1") }
-        guard costMultiplier > 1, costMultiplier.isFinite else { throw fail("--cost-multiplier", costMultiplier, "a number > 1") }
+        guard patience >= 1 else { throw fail("patience", Double(patience), "an integer >= 1") }
+        guard costMultiplier > 1, costMultiplier.isFinite else { throw fail("cost_multiplier", Double(costMultiplier), "a number > 1") }
         guard earlyStopThreshold > 0, earlyStopThreshold <= 1 else {
-            throw fail("--early-stop-threshold", earlyStopThreshold, "a number in (0, 1]")
+            throw fail("early_stop_threshold", Double(earlyStopThreshold), "a number in (0, 1]")
         }
-        guard earlyStopPatience >= 1 else { throw fail("--early-stop-patience", earlyStopPatience, "an integer >= 1") }
-        guard epochs >= 1 else { throw fail("--nc-epoch", epochs, "an integer >= 1") }
-        guard batchSize >= 1 else { throw fail("--batch-size", batchSize, "an integer >= 1") }
-        if let imageLimit, imageLimit < 1 { throw fail("--nc-images", imageLimit, "an integer >= 1") }
-        guard anomalyThreshold > 0, anomalyThreshold.isFinite else { throw fail("--anomaly-threshold", anomalyThreshold, "a number > 0") }
-        guard unlearningRatio > 0, unlearningRatio < 1 else { throw fail("--unlearning-ratio", unlearningRatio, "a number in (0, 1)") }
-        guard fineTuneEpochs >= 0 else { throw fail("--epochs", fineTuneEpochs, "an integer >= 0") }
-        guard fineTuneLearningRate > 0, fineTuneLearningRate.isFinite else { throw fail("--lr", fineTuneLearningRate, "a number > 0") }
+        guard earlyStopPatience >= 1 else { throw fail("early_stop_patience", Double(earlyStopPatience), "an integer >= 1") }
+        guard epochs >= 1 else { throw fail("nc_epoch", Double(epochs), "an integer >= 1") }
+        guard batchSize >= 1 else { throw fail("batch_size", Double(batchSize), "an integer >= 1") }
+        if let imageLimit, imageLimit < 1 { throw fail("nc_images", Double(imageLimit), "an integer >= 1") }
+        guard anomalyThreshold > 0, anomalyThreshold.isFinite else { throw fail("anomaly_threshold", Double(anomalyThreshold), "a number > 0") }
+        guard unlearningRatio > 0, unlearningRatio < 1 else { throw fail("unlearning_ratio", Double(unlearningRatio), "a number in (0, 1)") }
+        guard fineTuneEpochs >= 0 else { throw fail("epochs", Double(fineTuneEpochs), "an integer >= 0") }
+        guard fineTuneLearningRate > 0, fineTuneLearningRate.isFinite else { throw fail("lr", Double(fineTuneLearningRate), "a number > 0") }
     }
 }
 
@@ -356,16 +356,12 @@ public enum NeuralCleanse {
         var unlearningLog: [(loss: Double, accuracy: Double)] = []
         if !anomaly.flagged.isEmpty && config.fineTuneEpochs > 0 {
             let set = unlearningSet(clean, triggers: anomaly.flagged.map { triggers[$0] }, ratio: config.unlearningRatio)
-            let loader = BatchLoader(images: set, batchSize: config.batchSize, shuffle: true, augment: true, seed: config.seed)
-            let sgd = SGD(learningRate: config.fineTuneLearningRate, momentum: 0.9, weightDecay: 5e-4)
-            for epoch in 0..<config.fineTuneEpochs {
-                sgd.learningRate = CleanEpoch.cosineLearningRate(base: config.fineTuneLearningRate, epoch: epoch,
-                                                                total: config.fineTuneEpochs)
-                let outcome = try CleanEpoch.run(model, loader: loader, epoch: epoch, sgd: sgd)
-                unlearningLog.append((outcome.loss, outcome.accuracy))
-                try log(String(format: "nc: unlearning epoch %d/%d on %d images: loss %.4f, accuracy %.4f", epoch + 1,
-                               config.fineTuneEpochs, set.count, outcome.loss, outcome.accuracy))
-            }
+            var fineTune = FineTuningConfig(epochs: config.fineTuneEpochs, batchSize: config.batchSize,
+                                            learningRate: config.fineTuneLearningRate, weightDecay: 5e-4)
+            fineTune.seed = config.seed
+            try log("nc: unlearning on \(set.count) images, the flagged triggers stamped on \(config.unlearningRatio) of them")
+            unlearningLog = try FineTuning.run(model, on: set, config: fineTune, label: "nc: unlearning", log: log)
+                .map { ($0.loss, $0.accuracy) }
         }
         return Result(triggers: triggers, anomaly: anomaly, unlearningLog: unlearningLog)
     }
@@ -376,7 +372,9 @@ public enum NeuralCleanse {
 public struct NCDefense: Defense {
     public var config: NCConfig
     public init(config: NCConfig = NCConfig()) { self.config = config }
-    public var name: String { "nc" }
+    public static let name = "nc"
+    /// BackdoorBench's cleaning_ratio.
+    public static let defaultCleanFraction = 0.05
     /// Every setting by its config name (BackdoorBench's keys; nc_images 0: all images), as the
     /// runner's defense registry takes them.
     public var settings: [String: Double] {
@@ -389,7 +387,7 @@ public struct NCDefense: Defense {
          "lr": Double(config.fineTuneLearningRate), "anomaly_threshold": config.anomalyThreshold]
     }
 
-    public static var defaults: [String: Double] { NCDefense().settings }
+    public static let defaults = NCDefense().settings
 
     /// From settings keyed as `settings` (missing keys take the defaults); validated.
     public init(settings: [String: Double], seed: UInt64) throws {

@@ -32,26 +32,25 @@ public struct RNPConfig: Equatable {
     public init() {}
 
     public func validate() throws {
-        func fail(_ flag: String, _ value: Any, _ expected: String) -> DefenseError {
-            DefenseError("\(flag) \(value) is invalid: expected \(expected)")
+        func fail(_ key: String, _ value: Double, _ expected: String) -> DefenseSettingError {
+            .outOfRange(RNPDefense.name, key, value, expected: expected)
         }
-        guard alpha > 0, alpha.isFinite else { throw fail("--alpha", alpha, "a number > 0") }
-        guard cleanThreshold >= 0, cleanThreshold <= 1 else { throw fail("--clean-threshold", cleanThreshold, "a number in [0, 1]") }
+        guard alpha > 0, alpha.isFinite else { throw fail("alpha", Double(alpha), "a number > 0") }
+        guard cleanThreshold >= 0, cleanThreshold <= 1 else { throw fail("clean_threshold", Double(cleanThreshold), "a number in [0, 1]") }
         guard unlearningLearningRate > 0, unlearningLearningRate.isFinite else {
-            throw fail("--unlearning-lr", unlearningLearningRate, "a number > 0")
+            throw fail("unlearning_lr", Double(unlearningLearningRate), "a number > 0")
         }
         guard recoveringLearningRate > 0, recoveringLearningRate.isFinite else {
-            throw fail("--recovering-lr", recoveringLearningRate, "a number > 0")
+            throw fail("recovering_lr", Double(recoveringLearningRate), "a number > 0")
         }
-        guard unlearningEpochs >= 0 else { throw fail("--unlearning-epochs", unlearningEpochs, "an integer >= 0") }
-        guard recoveringEpochs >= 1 else { throw fail("--recovering-epochs", recoveringEpochs, "an integer >= 1") }
-        guard schedule.allSatisfy({ $0 >= 0 }) else { throw fail("--schedule", schedule, "epochs >= 0") }
-        guard batchSize >= 1 else { throw fail("--batch-size", batchSize, "an integer >= 1") }
-        guard pruningMax >= 0, pruningMax.isFinite else { throw fail("--pruning-max", pruningMax, "a number >= 0") }
-        guard pruningStep > 0, pruningStep.isFinite else { throw fail("--pruning-step", pruningStep, "a number > 0") }
-        guard accRatio > 0, accRatio <= 1 else { throw fail("--acc-ratio", accRatio, "a number in (0, 1]") }
+        guard unlearningEpochs >= 0 else { throw fail("unlearning_epochs", Double(unlearningEpochs), "an integer >= 0") }
+        guard recoveringEpochs >= 1 else { throw fail("recovering_epochs", Double(recoveringEpochs), "an integer >= 1") }
+        guard batchSize >= 1 else { throw fail("batch_size", Double(batchSize), "an integer >= 1") }
+        guard pruningMax >= 0, pruningMax.isFinite else { throw fail("pruning_max", Double(pruningMax), "a number >= 0") }
+        guard pruningStep > 0, pruningStep.isFinite else { throw fail("pruning_step", Double(pruningStep), "a number > 0") }
+        guard accRatio > 0, accRatio <= 1 else { throw fail("acc_ratio", Double(accRatio), "a number in (0, 1]") }
         if let pruningNumber, !(pruningNumber >= 0 && pruningNumber.isFinite) {
-            throw fail("--pruning-number", pruningNumber, "a number >= 0")
+            throw fail("pruning_number", Double(pruningNumber), "a number >= 0")
         }
     }
 }
@@ -159,7 +158,9 @@ public enum RNP {
 public struct RNPDefense: Defense {
     public var config: RNPConfig
     public init(config: RNPConfig = RNPConfig()) { self.config = config }
-    public var name: String { "rnp" }
+    public static let name = "rnp"
+    /// The authors' --ratio.
+    public static let defaultCleanFraction = 0.01
     /// Every setting by its config name (the authors' flags; pruning_by 0: threshold, 1: number;
     /// pruning_number -1: chosen on the defender's data), as the runner's defense registry takes them.
     public var settings: [String: Double] {
@@ -171,7 +172,7 @@ public struct RNPDefense: Defense {
          "pruning_number": config.pruningNumber ?? -1]
     }
 
-    public static var defaults: [String: Double] { RNPDefense().settings }
+    public static let defaults = RNPDefense().settings
 
     /// From settings keyed as `settings` (missing keys take the defaults); validated.
     public init(settings: [String: Double], seed: UInt64) throws {
@@ -185,7 +186,7 @@ public struct RNPDefense: Defense {
         c.recoveringEpochs = Int(s["recovering_epochs"]!)
         c.batchSize = Int(s["batch_size"]!)
         guard s["pruning_by"]! == 0 || s["pruning_by"]! == 1 else {
-            throw DefenseError("pruning_by \(s["pruning_by"]!) is invalid: expected 0 (threshold) or 1 (number)")
+            throw DefenseSettingError.outOfRange(Self.name, "pruning_by", s["pruning_by"]!, expected: "0 (threshold) or 1 (number)")
         }
         c.pruningBy = s["pruning_by"]! == 0 ? .threshold : .number
         c.pruningMax = s["pruning_max"]!

@@ -130,15 +130,15 @@ final class NeuralCleanseTests: XCTestCase {
         XCTAssertEqual(set.image(10)[set.image(10).startIndex + 16 + 3], clean.image(8)[clean.image(8).startIndex + 19])
     }
 
-    func testInvalidSettingsNameTheFlag() {
+    func testInvalidSettingsNameTheSetting() {
         var config = NCConfig()
         config.unlearningRatio = 1
-        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("--unlearning-ratio 1.0"), "\($0)") }
+        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("nc: unlearning_ratio 1 is out of range"), "\($0)") }
         config = NCConfig()
         config.attackSuccessThreshold = 0
-        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("--atk-succ-threshold"), "\($0)") }
+        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("atk_succ_threshold 0 "), "\($0)") }
         config = NCConfig()
         config.costMultiplier = 1
-        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("--cost-multiplier"), "\($0)") }
+        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("cost_multiplier 1 "), "\($0)") }
     }
 }

@@ -36,18 +36,13 @@ final class RNPTests: XCTestCase {
         }
     }
 
-    func testCosineScheduleIsPyTorchs() {
-        let values = [0, 25, 50, 75, 100].map { CleanEpoch.cosineLearningRate(base: 0.01, epoch: $0, total: 100) }
-        for (a, b) in zip(values, [0.01, 0.008535534, 0.005, 0.0014644661, 0]) { XCTAssertEqual(Double(a), b, accuracy: 1e-9) }
-    }
-
-    func testInvalidSettingsNameTheFlag() {
+    func testInvalidSettingsNameTheSetting() {
         var config = RNPConfig()
         config.cleanThreshold = 1.5
-        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("--clean-threshold 1.5"), "\($0)") }
+        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("rnp: clean_threshold 1.5 is out of range"), "\($0)") }
         config = RNPConfig()
         config.accRatio = 0
-        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("--acc-ratio"), "\($0)") }
+        XCTAssertThrowsError(try config.validate()) { XCTAssertTrue("\($0)".contains("acc_ratio 0 "), "\($0)") }
     }
 
     func testRemovesTheBadNetsBackdoorPruningTheOriginalModel() throws {
@@ -105,7 +100,7 @@ final class NCRNPSettingsTests: XCTestCase {
         (rnp.pruningBy, rnp.pruningNumber, rnp.accRatio) = (.number, 12, 0.3)
         XCTAssertEqual(try RNPDefense(settings: RNPDefense(config: rnp).settings, seed: 0).config, rnp)
         XCTAssertThrowsError(try NCDefense(settings: ["unlearning_ratio": 1.5], seed: 0)) {
-            XCTAssertTrue("\($0)".contains("unlearning-ratio 1.5"), "\($0)")
+            XCTAssertTrue("\($0)".contains("unlearning_ratio 1.5"), "\($0)")
         }
         XCTAssertThrowsError(try RNPDefense(settings: ["pruning_by": 2], seed: 0)) { XCTAssertTrue("\($0)".contains("pruning_by 2"), "\($0)") }
     }
