@@ -33,7 +33,7 @@ extension DefendCommandTests {
         XCTAssertEqual(settings["batch_size"], 16)
         XCTAssertEqual(settings["nc_epoch"], 1)
         XCTAssertEqual(settings["epochs"], 1)
-        XCTAssertEqual(settings["mask_lr"], Double(Float(0.1)), "the reference's default (a Float setting)")
+        XCTAssertEqual(settings["mask_lr"] ?? 0, 0.1, accuracy: 1e-6, "the reference's default")
         for c in 0..<10 {
             let mask = try PNG.read(path: output + "/nc_mask_\(c).png")
             XCTAssertEqual([mask.width, mask.height, mask.channels], [32, 32, 1])
