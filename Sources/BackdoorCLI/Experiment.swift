@@ -169,15 +169,18 @@ final class Experiment {
             if attack == .cleanLabel, let upstream {
                 let (model, _) = try Checkpoint.load(upstream.file("model_last.safetensors"), on: inference)
                 let trigger = try Trigger.checkerboard4Corner()
-                let chosen = try CleanLabelAttack.chooseImages(labels: attacker.labels, target: settings.target,
+                // The rate is a share of the images the run trains on (the split's first --train-limit).
+                let trained = settings.trainLimit ?? attacker.count
+                let chosen = try CleanLabelAttack.chooseImages(labels: Array(attacker.labels.prefix(trained)), target: settings.target,
                                                                rate: settings.poisonRate, seed: settings.seed)
                 log.say("clean-label PGD on \(chosen.count) class-\(settings.target) images, \(settings.pgdIterations) iterations")
                 let progress = ProgressBar(total: pgd.stepCount(images: chosen.count), label: "PGD", quiet: quiet)
                 let poisoned = try CleanLabelAttack.poison(attacker, classifier: model, target: settings.target,
                                                            rate: settings.poisonRate, trigger: trigger, pgd: pgd,
-                                                           seed: settings.seed, progress: progress)
+                                                           seed: settings.seed, limit: trained, progress: progress)
                 progress.finish()
-                let info = try TriggerInfo(poisonType: attack.rawValue, trigger: trigger, target: settings.target)
+                let info = try TriggerInfo(poisonType: attack.rawValue, trigger: trigger, target: settings.target,
+                                           notes: ["poison_rate": "\(settings.poisonRate)", "poison_rate_meaning": attack.rateMeaning])
                 try PoisonedSetFolder.export(poisoned, clean: attacker, triggerInfo: info, to: folder.path)
                 try writeJSON(["images": poisoned.count, "poisoned": poisoned.poisonedIndices.count], folder.file("poison.json"))
                 return
@@ -188,7 +191,11 @@ final class Experiment {
             guard let info else { return }
             let limited = dataset.train.subset(Array(DataSplit(permutation: permutation, valFrac: settings.valFrac)
                 .attacker.prefix(settings.trainLimit ?? attacker.count)))
-            let poisoned = try attackSettings.trainingSet(attackerSet: limited, triggerInfo: info)
+            var poisoned = try attackSettings.trainingSet(attackerSet: limited, triggerInfo: info)
+            if let batchAttack = try attackSettings.batchAttack(triggerInfo: info) {
+                // WaNet, BPP: the first epoch's batches stand for the attack here; training redraws them.
+                poisoned = batchAttack.epochDraw(limited, batchSize: settings.batchSize, seed: settings.seed)
+            }
             try info.write(path: folder.file(TriggerInfo.fileName))
             let grid = ExampleGrid.make(clean: limited, poisoned: poisoned.images,
                                         indices: ExampleGrid.sampleIndices(poisoned.poisonedIndices))
@@ -230,12 +237,13 @@ final class Experiment {
         let folder = try stage(attack.rawValue, folderName, config: config, upstream: upstream, outputs: outputs) { folder, continuing in
             let data = try ExperimentData.make(dataset: dataset, permutation: permutation, settings: attackSettings,
                                                triggerInfo: info, valFrac: settings.valFrac, trainLimit: settings.trainLimit,
-                                               testLimit: settings.testLimit)
+                                               testLimit: settings.testLimit, batchSize: settings.batchSize)
             let trainer = try Trainer(config: trainingConfig, trainSet: data.train, cleanTest: data.cleanTest,
                                       poisonTest: data.poisonTest, outputDirectory: folder.path,
                                       backend: training)
             trainer.quiet = quiet
             trainer.checkpointMetadata = ["poison_type": poisonType.rawValue]
+            trainer.batchPoisoning = data.batchAttack
             if let info {
                 try info.write(path: folder.file(TriggerInfo.fileName))
                 try PNG.write(Self.samples(clean: data.cleanTest, target: info.target, trigger: info.trigger),
@@ -264,7 +272,7 @@ final class Experiment {
     }
 
     /// Clean test images of non-target classes above the same images with the trigger.
-    static func samples(clean: ImageSet, target: Int, trigger: Trigger, count: Int = 8) -> PNGImage {
+    static func samples(clean: ImageSet, target: Int, trigger: some ImageTrigger, count: Int = 8) -> PNGImage {
         let indices = Array(clean.labels.indices.filter { clean.labels[$0] != target }.prefix(count))
         let shown = clean.subset(indices)
         var triggered = shown

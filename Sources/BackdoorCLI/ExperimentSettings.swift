@@ -194,15 +194,15 @@ struct ExperimentOptions: ParsableArguments {
 
 extension PoisonType {
     /// The attacks `backdoor run` runs, in the report's order.
-    static let experimentAttacks: [PoisonType] = [.badnets, .blend, .cleanLabel]
+    static let experimentAttacks: [PoisonType] = [.badnets, .blend, .cleanLabel, .sig, .wanet, .bpp, .ftrojan]
 
     static func parseList(_ text: String) throws -> [PoisonType] {
         let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        guard !names.isEmpty else { throw ValidationError("--attacks is empty; expected e.g. badnets,blend,clean-label") }
+        guard !names.isEmpty else { throw ValidationError("--attacks is empty; expected e.g. badnets,blend,clean-label,sig,wanet,bpp,ftrojan") }
         var out: [PoisonType] = []
         for name in names {
             guard let attack = PoisonType(rawValue: name), attack != .benign else {
-                throw ValidationError("--attacks: unknown attack \"\(name)\"; expected badnets, blend or clean-label")
+                throw ValidationError("--attacks: unknown attack \"\(name)\"; expected one of \(experimentAttacks.map(\.rawValue).joined(separator: ", "))")
             }
             if !out.contains(attack) { out.append(attack) }
         }

@@ -20,7 +20,7 @@ struct RunCommand: ParsableCommand {
             """)
 
     @OptionGroup var options: ExperimentOptions
-    @Option(help: "Attacks to run, comma-separated: badnets, blend, clean-label.") var attacks = "badnets"
+    @Option(help: "Attacks to run, comma-separated: badnets, blend, clean-label, sig, wanet, bpp, ftrojan.") var attacks = "badnets"
 
     func validate() throws {
         _ = try PoisonType.parseList(attacks)
