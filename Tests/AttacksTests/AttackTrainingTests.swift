@@ -64,8 +64,11 @@ final class AttackTrainingTests: XCTestCase {
         XCTAssertGreaterThan(accuracy, 0.3, "\(type.rawValue): the model still learns the task", file: file, line: line)
     }
 
+    // SIG takes hold at its default rate (the whole target class). The invisible triggers need
+    // more than 20,000 samples at rate 0.1 (ASR 12% against the clean model's 5.5% here), so the
+    // short run poisons three times as many.
     func testSIG() throws { try check(.sig) }
-    func testWaNet() throws { try check(.wanet) }
-    func testBPP() throws { try check(.bpp) }
-    func testFTrojan() throws { try check(.ftrojan) }
+    func testWaNet() throws { try check(.wanet, rate: 0.3) }
+    func testBPP() throws { try check(.bpp, rate: 0.3) }
+    func testFTrojan() throws { try check(.ftrojan, rate: 0.3) }
 }
