@@ -12,8 +12,8 @@ final class DataTriggerCommandTests: XCTestCase {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 not present") }
         let folder = NSTemporaryDirectory() + "poison-data-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        // Attacker split: 45,000 images, 4,495 of class 0 (the reference split).
-        let expected = ["sig": 4_495, "ftrojan": 4_500, "wanet": 12 * 351 + Int(0.1 * Double(45_000 - 351 * 128)),
+        // Attacker split: 45,000 images, 4,500 of class 0 (the reference split): SIG takes them all, FTrojan round(0.1 x 45,000) of any class, WaNet and BPP 12 of each full batch of 128 and 7 of the last 72.
+        let expected = ["sig": 4_500, "ftrojan": 4_500, "wanet": 12 * 351 + Int(0.1 * Double(45_000 - 351 * 128)),
                         "bpp": 12 * 351 + Int(0.1 * Double(45_000 - 351 * 128))]
         for (type, count) in expected.sorted(by: { $0.key < $1.key }) {
             let out = folder + "/" + type
