@@ -42,7 +42,7 @@ final class DataTriggerCommandTests: XCTestCase {
         }
         refused(["--poison-type", "bpp", "--squeeze-num", "1"], "--squeeze-num 1 is not allowed; expected an integer in 2...256")
         refused(["--poison-type", "wanet", "--wanet-k", "40"], "--wanet-k 40 is not allowed")
-        refused(["--poison-type", "wanet", "--cross-ratio", "-1"], "--cross-ratio -1.0 is not allowed")
+        refused(["--poison-type", "wanet", "--cross-ratio=-1"], "--cross-ratio -1.0 is not allowed")
         refused(["--poison-type", "ftrojan", "--ftrojan-window", "12"], "--ftrojan-window 12 is not allowed; expected a divisor of 32")
         refused(["--poison-type", "ftrojan", "--ftrojan-positions", "15,15,31"], "--ftrojan-positions 15,15,31 holds 3 numbers")
         refused(["--poison-type", "ftrojan", "--ftrojan-positions", "15,40"], "--ftrojan-positions")
