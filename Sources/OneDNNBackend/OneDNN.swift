@@ -44,6 +44,12 @@ public final class OneDNN: Backend {
         return dnnl_get_effective_cpu_isa().rawValue & core == core
     }
 
+    /// Whether oneDNN runs at least its AVX2 kernels here (our Winograd transforms need AVX2 too).
+    public static var hasAVX2: Bool {
+        let avx2 = dnnl_cpu_isa_avx2.rawValue
+        return dnnl_get_effective_cpu_isa().rawValue & avx2 == avx2
+    }
+
     /// The instruction set oneDNN dispatches to.
     public static var isa: String {
         let effective = dnnl_get_effective_cpu_isa().rawValue
@@ -107,7 +113,8 @@ public final class OneDNN: Backend {
 
     // MARK: Kernels
 
-    private let convolutions = KernelCache<Convolution.Key, Convolution>()
+    private let convolutions = KernelCache<Convolution.Key, ConvolutionKernel>()
+    private let winogradScratch = WinogradScratch()
     private let batchNorms = KernelCache<BatchNormalization.Key, BatchNormalization>()
     private let additions = KernelCache<AddReLU.Key, AddReLU>()
     private let poolings = KernelCache<Pooling.Key, Pooling>()
@@ -115,8 +122,29 @@ public final class OneDNN: Backend {
     private let reorders = KernelCache<[MemoryDesc], Primitive>()
 
     public func convolution(_ geometry: ConvolutionGeometry) throws -> ConvolutionKernel {
-        let key = Convolution.Key(geometry: geometry, algorithm: options.convolutionAlgorithm)
-        return try convolutions.get(key) { try Convolution(geometry, algorithm: key.algorithm) }
+        let algorithm = options.convolutionAlgorithm
+        let key = Convolution.Key(geometry: geometry, algorithm: algorithm)
+        return try convolutions.get(key) {
+            // Our transforms are AVX2 code.
+            guard algorithm != .direct, WinogradConvolution.applies(to: geometry), Self.hasAVX2 else {
+                return try Convolution(geometry, algorithm: algorithm)
+            }
+            let ours = try WinogradConvolution(geometry, tile: WinogradConvolution.defaultTile, scratch: winogradScratch,
+                                               owner: self)
+            return algorithm == .winograd ? ours : FastestConvolution([try Convolution(geometry, algorithm: .auto), ours])
+        }
+    }
+
+    /// Per kernel shape and pass, the convolution implementation used so far ("pass: name" ->
+    /// number of shapes): what `bench` reports.
+    public func convolutionImplementations() throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for kernel in convolutions.kernels {
+            for (pass, name) in zip(["forward", "backward data", "backward weights"], try kernel.implementations()) {
+                counts["\(pass): \(name)", default: 0] += 1
+            }
+        }
+        return counts
     }
 
     public func batchNormalization(_ layout: TensorLayout, fuseReLU: Bool, globalStatistics: Bool) throws
