@@ -161,11 +161,18 @@ void wino_output_transform(int m, const float *tiles, long ld, int n0, int count
     run_tiles(m == 2 ? output2 : output4, tiles, dst, ld, m, n0, count, blocks, height, width);
 }
 
+// Where weight (o, c, k) of an O x C x 3 x 3 filter bank is in oneDNN's blocked OIhw8i8o (the
+// layout its AVX2 direct kernels keep the weights in, so that both kernels share it).
+INLINE long offset(int inChannels, int o, int c, int k) {
+    long inBlocks = (inChannels + 7) / 8;
+    return (((long)(o / 8) * inBlocks + c / 8) * 9 + k) * 64 + (c % 8) * 8 + o % 8;
+}
+
 struct filters {
     const float *weights;
     float *planes;
-    long rowStride, columnStride, ld;
-    int rows, columns, flip, rowsPadded;
+    long ld;
+    int inChannels, rows, columns, transposed, rowsPadded;
 };
 
 // One row and 8 columns of filters -> G g G^T; padding rows and columns become zeros.
@@ -178,8 +185,12 @@ INLINE void filter(const struct filters *c, long item, int m, const float *G) {
         for (int l = 0; l < 8; l++) {
             int q = b * 8 + l;
             if (q >= c->columns) break;
-            const float *g = c->weights + r * c->rowStride + q * c->columnStride;
-            UNROLL for (int k = 0; k < 9; k++) in[k][l] = g[c->flip ? 8 - k : k];
+            // Transposed (rows are output channels) goes with flipped (backward data).
+            if (c->transposed) {
+                UNROLL for (int k = 0; k < 9; k++) in[k][l] = c->weights[offset(c->inChannels, r, q, 8 - k)];
+            } else {
+                UNROLL for (int k = 0; k < 9; k++) in[k][l] = c->weights[offset(c->inChannels, q, r, k)];
+            }
         }
     }
     sandwich(G, 3, 1, R, 3, in, out);
@@ -191,9 +202,10 @@ INLINE void filter(const struct filters *c, long item, int m, const float *G) {
 static void filter2(const void *c, long i) { filter(c, i, 2, &G2[0][0]); }
 static void filter4(const void *c, long i) { filter(c, i, 4, &G4[0][0]); }
 
-void wino_filter_transform(int m, const float *weights, int rows, int columns, long rowStride, long columnStride,
-                           int flip, float *planes, int rowsPadded, long ld) {
-    struct filters c = {weights, planes, rowStride, columnStride, ld, rows, columns, flip, rowsPadded};
+void wino_filter_transform(int m, const float *weights, int inChannels, int outChannels, int transposed,
+                           float *planes, int rowsPadded, long ld) {
+    struct filters c = {weights, planes, ld, inChannels, transposed ? outChannels : inChannels,
+                        transposed ? inChannels : outChannels, transposed, rowsPadded};
     parallel(m == 2 ? filter2 : filter4, &c, (long)rowsPadded * (ld / 8));
 }
 
@@ -217,8 +229,7 @@ INLINE void weight_gradient(const struct gradients *c, long item, int m, const f
     for (int l = 0; l < 8; l++) {
         int o = b * 8 + l;
         if (o >= c->outChannels) break;
-        float *g = c->gradient + ((long)o * c->inChannels + ci) * 9;
-        UNROLL for (int k = 0; k < 9; k++) g[k] = out[k][l];
+        UNROLL for (int k = 0; k < 9; k++) c->gradient[offset(c->inChannels, o, ci, k)] = out[k][l];
     }
 }
 

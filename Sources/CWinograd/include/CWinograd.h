@@ -24,14 +24,16 @@ void wino_gradient_transform(int m, const float *src, int n0, int count, int blo
 void wino_output_transform(int m, const float *tiles, long ld, int n0, int count, int blocks, int height,
                            int width, float *dst);
 
-// Filters -> G g G^T as alpha*alpha planes of a rowsPadded x ld matrix (zeros in the padding).
-// Filter (r, q) is the 3x3 block at weights[r * rowStride + q * columnStride]; `flip` rotates it
-// by 180 degrees (backward data convolves with the flipped, transposed filters).
-void wino_filter_transform(int m, const float *weights, int rows, int columns, long rowStride, long columnStride,
-                           int flip, float *planes, int rowsPadded, long ld);
+// Filters of an O x C x 3 x 3 bank (oneDNN's blocked OIhw8i8o) -> G g G^T,
+// as alpha*alpha planes of a rowsPadded x ld matrix (zeros in the padding): rows are input
+// channels, or, `transposed`, output channels with each filter rotated by 180 degrees (backward
+// data convolves with the flipped, transposed filters).
+void wino_filter_transform(int m, const float *weights, int inChannels, int outChannels, int transposed,
+                           float *planes, int rowsPadded, long ld);
 
 // Weight gradient: planes S (alpha*alpha planes of a Cp x ld matrix, rows = input channels,
-// columns = output channels) -> G^T S G, written to the plain O x C x 3 x 3 gradient.
+// columns = output channels) -> G^T S G, written into the O x C x 3 x 3 gradient (OIhw8i8o;
+// its padding is left as it is).
 void wino_weight_gradient(int m, const float *planes, int inChannels, int outChannels, int rowsPadded, long ld,
                           float *gradient);
 
