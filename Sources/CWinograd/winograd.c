@@ -45,32 +45,25 @@ static const float G4[6][3] = {{1.0f / 4, 0, 0},
                                {0, 0, 1}};
 static const float AT4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
 
-// out (R x R) = L in L^T for in (S x S), L (R x S) with element (r, k) at L[r * lr + k * lc].
-// Inlined with constant matrices, the zero terms vanish and the loops unroll.
+// sum over k of L(r, k) x[k * step], L's element (r, k) at L[r * lr + k * lc]. Inlined with
+// constant matrices, the zero terms vanish and the loops unroll.
+INLINE v8 combine(const float *L, int lr, int lc, int r, int S, const v8 *x, int step) {
+    v8 acc = {0};
+    int first = 1;
+    UNROLL for (int k = 0; k < S; k++) {
+        float c = L[r * lr + k * lc];
+        if (c == 0) continue;
+        acc = first ? c * x[k * step] : acc + c * x[k * step];
+        first = 0;
+    }
+    return acc;
+}
+
+// out (R x R) = L in L^T for in (S x S) and L (R x S).
 INLINE void sandwich(const float *L, int lr, int lc, int R, int S, const v8 *in, v8 *out) {
     v8 tmp[36];
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) {
-        v8 acc = {0};
-        int first = 1;
-        UNROLL for (int k = 0; k < S; k++) {
-            float c = L[r * lr + k * lc];
-            if (c == 0) continue;
-            acc = first ? c * in[k * S + s] : acc + c * in[k * S + s];
-            first = 0;
-        }
-        tmp[r * S + s] = acc;
-    }
-    UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < R; q++) {
-        v8 acc = {0};
-        int first = 1;
-        UNROLL for (int k = 0; k < S; k++) {
-            float c = L[q * lr + k * lc];
-            if (c == 0) continue;
-            acc = first ? c * tmp[r * S + k] : acc + c * tmp[r * S + k];
-            first = 0;
-        }
-        out[r * R + q] = acc;
-    }
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) tmp[r * S + s] = combine(L, lr, lc, r, S, in + s, S);
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < R; q++) out[r * R + q] = combine(L, lr, lc, q, S, tmp + r * S, 1);
 }
 
 INLINE v8 load(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }

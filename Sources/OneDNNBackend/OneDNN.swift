@@ -39,23 +39,21 @@ public final class OneDNN: Backend {
     }
 
     /// Whether oneDNN runs its AVX-512 kernels here (it has Winograd convolutions only for those).
-    public static var hasAVX512: Bool {
-        let core = dnnl_cpu_isa_avx512_core.rawValue
-        return dnnl_get_effective_cpu_isa().rawValue & core == core
-    }
+    public static var hasAVX512: Bool { dispatches(to: dnnl_cpu_isa_avx512_core) }
 
     /// Whether oneDNN runs at least its AVX2 kernels here (our Winograd transforms need AVX2 too).
-    public static var hasAVX2: Bool {
-        let avx2 = dnnl_cpu_isa_avx2.rawValue
-        return dnnl_get_effective_cpu_isa().rawValue & avx2 == avx2
+    public static var hasAVX2: Bool { dispatches(to: dnnl_cpu_isa_avx2) }
+
+    /// ISA values are bit sets, each containing the ones below it.
+    private static func dispatches(to isa: dnnl_cpu_isa_t) -> Bool {
+        dnnl_get_effective_cpu_isa().rawValue & isa.rawValue == isa.rawValue
     }
 
     /// The instruction set oneDNN dispatches to.
     public static var isa: String {
-        let effective = dnnl_get_effective_cpu_isa().rawValue
         let names: [(dnnl_cpu_isa_t, String)] = [(dnnl_cpu_isa_avx512_core, "AVX-512"), (dnnl_cpu_isa_avx2, "AVX2"),
                                                  (dnnl_cpu_isa_avx, "AVX"), (dnnl_cpu_isa_sse41, "SSE4.1")]
-        return names.first { effective & $0.0.rawValue == $0.0.rawValue }?.1 ?? "baseline"
+        return names.first { dispatches(to: $0.0) }?.1 ?? "baseline"
     }
 
     public static var version: String {

@@ -63,45 +63,38 @@ final class WinogradConvolution: ConvolutionKernel {
         positions = (tile + 2) * (tile + 2)
         tilesPerImage = ((g.height + tile - 1) / tile) * ((g.width + tile - 1) / tile)
         let perImage = positions * tilesPerImage * max(inPadded, outPadded)
-        let count = (g.batch + max(1, Self.tileBudget / perImage) - 1) / max(1, Self.tileBudget / perImage)
-        let size = (g.batch + count - 1) / count
+        let fitting = max(1, Self.tileBudget / perImage)  // images whose tiles fit the budget
+        let count = (g.batch + fitting - 1) / fitting, size = (g.batch + count - 1) / count  // even chunks
         chunks = stride(from: 0, to: g.batch, by: size).map { ($0, min(size, g.batch - $0)) }
     }
 
     // MARK: Passes
 
-    func forward(input: Tensor, weight: Tensor, bias: Tensor?, output y: Tensor) throws {
-        let g = geometry
+    func forward(input: Tensor, weight: Tensor, bias: Tensor?, output: Tensor) throws {
         let x = try argument(input, srcDesc), w = try argument(weight, weightsDesc)
-        try writing(y, in: dstDesc) { y in
-            try withScratch { tiles, products, filters in
-                wino_filter_transform(Int32(tile), w.floats, Int32(g.inChannels), Int32(g.outChannels), 0, filters,
-                                      Int32(inPadded), outPadded)
-                for (start, count) in chunks {
-                    wino_input_transform(Int32(tile), x.floats, Int32(start), Int32(count), Int32(inPadded / 8),
-                                         Int32(g.height), Int32(g.width), tiles, inPadded)
-                    try product(.forward, count).run(tiles, filters, products, in: scratch, owner: owner)
-                    wino_output_transform(Int32(tile), products, outPadded, Int32(start), Int32(count),
-                                          Int32(outPadded / 8), Int32(g.height), Int32(g.width), y.floats)
-                }
-            }
-        }
+        try writing(output, in: dstDesc) { y in try convolve(x, w, into: y, transposed: false) }
     }
 
     func backwardData(outputGradient: Tensor, weight: Tensor, inputGradient: Tensor) throws {
-        let g = geometry
         let dy = try argument(outputGradient, dstDesc), w = try argument(weight, weightsDesc)
-        try writing(inputGradient, in: srcDesc) { dx in
-            try withScratch { tiles, products, filters in
-                wino_filter_transform(Int32(tile), w.floats, Int32(g.inChannels), Int32(g.outChannels), 1, filters,
-                                      Int32(outPadded), inPadded)
-                for (start, count) in chunks {
-                    wino_input_transform(Int32(tile), dy.floats, Int32(start), Int32(count), Int32(outPadded / 8),
-                                         Int32(g.height), Int32(g.width), tiles, outPadded)
-                    try product(.backwardData, count).run(tiles, filters, products, in: scratch, owner: owner)
-                    wino_output_transform(Int32(tile), products, inPadded, Int32(start), Int32(count),
-                                          Int32(inPadded / 8), Int32(g.height), Int32(g.width), dx.floats)
-                }
+        try writing(inputGradient, in: srcDesc) { dx in try convolve(dy, w, into: dx, transposed: true) }
+    }
+
+    /// The forward convolution, or (`transposed`) the input gradient's: output to input channels
+    /// with the filters rotated.
+    private func convolve(_ source: DNNLTensor, _ w: DNNLTensor, into target: DNNLTensor, transposed: Bool) throws {
+        let g = geometry
+        let (from, to) = transposed ? (outPadded, inPadded) : (inPadded, outPadded)
+        try withScratch { tiles, products, filters in
+            wino_filter_transform(Int32(tile), w.floats, Int32(g.inChannels), Int32(g.outChannels), transposed ? 1 : 0,
+                                  filters, Int32(from), to)
+            for (start, count) in chunks {
+                wino_input_transform(Int32(tile), source.floats, Int32(start), Int32(count), Int32(from / 8),
+                                     Int32(g.height), Int32(g.width), tiles, from)
+                try product(transposed ? .backwardData : .forward, count).run(tiles, filters, products, in: scratch,
+                                                                              owner: owner)
+                wino_output_transform(Int32(tile), products, to, Int32(start), Int32(count), Int32(to / 8),
+                                      Int32(g.height), Int32(g.width), target.floats)
             }
         }
     }
