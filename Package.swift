@@ -8,6 +8,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // C libraries from Debian packages (libdnnl-dev, libpng-dev, zlib1g-dev).
@@ -30,19 +31,24 @@ let package = Package(
         // Architectures (ResNet-18) and checkpoints that name them.
         .target(name: "Models", dependencies: ["Backend", "Formats", "NN", "Support"]),
         // CIFAR-10 loading, verification, download, split, augmentation, batching.
-        .target(name: "Datasets", dependencies: ["Support", "Formats"]),
+        .target(name: "Datasets", dependencies: ["Support", "Formats"], resources: [.copy("ReferenceData")]),
         // Training loop, evaluation, run logs.
         .target(name: "Training", dependencies: ["Backend", "Datasets", "Formats", "Models", "NN", "Support"]),
         // Experiment reports: HTML with inline SVG plots, Markdown.
         .target(name: "Reports", dependencies: ["Support"]),
         // Triggers, poisoning, clean-label PGD.
-        .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"]),
+        .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"], resources: [.copy("ReferenceData")]),
         // Adversarial Neuron Pruning.
-        .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "NN", "Support", "Training"]),
+        .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "Models", "NN", "Support", "Training"]),
+        // The experiment runner: typed, YAML-configurable experiments, stages, the attack x defense matrix.
+        .target(name: "Experiments",
+                dependencies: ["Attacks", "Backend", "Datasets", "Defenses", "Formats", "Models", "NN", "Reports", "Support",
+                               "Training", .product(name: "Yams", package: "Yams")],
+                resources: [.copy("Presets")]),
         .executableTarget(
             name: "BackdoorCLI",
             dependencies: [
-                "Attacks", "Backend", "Datasets", "Defenses", "Formats", "Models", "NN", "OneDNNBackend", "Reports",
+                "Attacks", "Backend", "Datasets", "Defenses", "Experiments", "Formats", "Models", "NN", "OneDNNBackend", "Reports",
                 "Support", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -59,6 +65,7 @@ let package = Package(
         .testTarget(name: "AttacksTests", dependencies: ["TestSupport", "Attacks", "Backend", "Datasets", "Models", "NN", "OneDNNBackend"]),
         .testTarget(name: "DefensesTests",
                     dependencies: ["TestSupport", "Attacks", "Backend", "Datasets", "Defenses", "Models", "NN", "OneDNNBackend", "Training"]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport", "Backend", "BackdoorCLI", "Models", "NN", "OneDNNBackend"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "Backend", "BackdoorCLI", "Experiments", "Models", "NN", "OneDNNBackend"]),
+        .testTarget(name: "ExperimentsTests", dependencies: ["TestSupport", "Attacks", "Defenses", "Experiments", "OneDNNBackend", "Reports", "Training"]),
     ]
 )

@@ -29,7 +29,7 @@ public struct AttackSettings: Equatable {
     public var rate: Double
     /// `--trigger-alpha`; nil means the attack's default (1 for BadNets and clean-label, 0.2 for Blend).
     public var alpha: Double?
-    /// `--trigger-pattern`: a 32x32 PNG for Blend; nil means the tool's seeded noise.
+    /// `--trigger-pattern`: a 32x32 PNG for Blend; nil: the papers' pattern; `seeded`: the tool's seeded noise.
     public var patternPath: String?
     /// `--clb-dir`: the folder `backdoor clean-label` wrote (clean-label only).
     public var cleanLabelDirectory: String?
@@ -67,7 +67,7 @@ public struct AttackSettings: Equatable {
     }
 
     /// The trigger information of this attack (nil for benign), and a note for the user when
-    /// the Blend pattern is the seeded noise rather than a file.
+    /// the Blend pattern is the seeded noise rather than the papers'.
     public func triggerInfo() throws -> (info: TriggerInfo?, note: String?) {
         try validate()
         guard let kind = poisonType.triggerKind else { return (nil, nil) }
@@ -77,9 +77,9 @@ public struct AttackSettings: Equatable {
         switch kind {
         case .gaussianNoise:
             (trigger, source) = try Trigger.blend(patternFile: patternPath, alpha: effectiveAlpha, seed: seed)
-            if patternPath == nil {
-                note = "no --trigger-pattern given: the Blend pattern is this tool's own seeded uniform noise (seed \(seed)); "
-                    + "pass --trigger-pattern ../shared/data/anp/cifar_gaussian_noise.png for the papers' pattern"
+            if patternPath == Trigger.seededPatternFlag {
+                note = "--trigger-pattern seeded: the Blend pattern is this tool's own seeded uniform noise (seed \(seed)), "
+                    + "not the papers' cifar_gaussian_noise.png (the default)"
             }
         case .checkerboard1Corner, .checkerboard4Corner:
             trigger = try .standard(kind, alpha: effectiveAlpha)
@@ -114,13 +114,24 @@ public struct AttackSettings: Equatable {
 }
 
 extension Trigger {
-    /// The Blend trigger with the pattern of `patternFile` (a 32x32 gray or RGB PNG) or, without
-    /// one, the seeded noise; `source` says which, for the trigger information and the user.
+    /// The `--trigger-pattern` value that asks for the tool's seeded noise.
+    public static let seededPatternFlag = "seeded"
+
+    /// The papers' Blend pattern (csdongxian/ANP_backdoor's `data/cifar_gaussian_noise.png`,
+    /// uniform noise despite its name), shipped with the tool.
+    public static var referencePatternFile: String {
+        (Bundle.module.resourceURL ?? Bundle.module.bundleURL).appendingPathComponent("ReferenceData/cifar_gaussian_noise.png").path
+    }
+
+    /// The Blend trigger with the pattern of `patternFile` (a 32x32 gray or RGB PNG), the
+    /// papers' pattern without one, or the seeded noise for `seeded`; `source` says which, for
+    /// the trigger information and the user.
     public static func blend(patternFile: String?, alpha: Double, seed: UInt64) throws -> (trigger: Trigger, source: String) {
-        guard let patternFile else {
+        if patternFile == seededPatternFlag {
             return (try .gaussianNoise(pattern: seededNoisePattern(seed: seed), channels: 3, alpha: alpha),
                     "seeded noise (seed \(seed))")
         }
+        let patternFile = patternFile ?? referencePatternFile
         let image = try PNG.read(path: patternFile, alpha: .reject)
         guard image.width == width && image.height == height else {
             throw FileError(patternFile, "trigger pattern is \(image.width)x\(image.height); expected a 32x32 image")

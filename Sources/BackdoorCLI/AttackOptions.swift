@@ -1,6 +1,7 @@
 import ArgumentParser
 import Attacks
 import Datasets
+import Experiments
 
 import Foundation
 import Support
@@ -15,7 +16,7 @@ struct AttackOptions: ParsableArguments {
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget = 0
     @Option(help: "Fraction of the non-target training images to poison (BadNets, Blend).") var poisonRate = 0.1
     @Option(help: "Trigger opacity (default 1.0 for BadNets and clean-label, 0.2 for Blend).") var triggerAlpha: Double?
-    @Option(help: "32x32 PNG pattern for the Blend trigger (default: the tool's own seeded noise).") var triggerPattern: String?
+    @Option(help: "32x32 PNG pattern for the Blend trigger (default: the papers' cifar_gaussian_noise.png, shipped; `seeded`: the tool's own seeded noise).") var triggerPattern: String?
     @Option(help: "Folder with the clean-label attack's data.npy, label.npy, backdoor_list.npy.") var clbDir = "data/clean-label/0.1"
 
     func validate() throws {
@@ -31,15 +32,7 @@ struct AttackOptions: ParsableArguments {
     }
 }
 
-/// The images of one experiment: the attacker's (possibly poisoned) training split, the clean
-/// test set and the ASR test set, with the trigger information saved beside the outputs.
-struct ExperimentData {
-    var train: ImageSet
-    var cleanTest: ImageSet
-    var poisonTest: ImageSet?
-    var poisonedCount: Int
-    var triggerInfo: TriggerInfo?
-
+extension ExperimentData {
     static func prepare(data: DataOptions, attack: AttackOptions, valFrac: Double, trainLimit: Int?, testLimit: Int?,
                         seed: UInt64, outputDirectory: String, quiet: Bool) throws -> ExperimentData {
         let dataset = try data.load()
@@ -51,26 +44,5 @@ struct ExperimentData {
                                 valFrac: valFrac, trainLimit: trainLimit, testLimit: testLimit)
         if let info { try info.write(path: outputDirectory + "/" + TriggerInfo.fileName) }
         return prepared
-    }
-
-    /// The experiment's images from a loaded dataset and split (no files written): the attacker's
-    /// split (after the first `valFrac` of the permutation) poisoned by `settings`, limited to
-    /// `trainLimit` images, and the first `testLimit` test images with their triggered twins.
-    static func make(dataset: CIFAR10.DataSet, permutation: [Int], settings: AttackSettings, triggerInfo info: TriggerInfo?,
-                     valFrac: Double, trainLimit: Int?, testLimit: Int?) throws -> ExperimentData {
-        let attacker = DataSplit(permutation: permutation, valFrac: valFrac).attacker
-        var test = dataset.test
-        if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
-        // Clean-label folders hold the whole attacker split; other attacks poison the limited set.
-        let limitFirst = settings.poisonType != .cleanLabel
-        let attackerSet = dataset.train.subset(limitFirst ? Array(attacker.prefix(trainLimit ?? attacker.count)) : attacker)
-        var poisoned = try settings.trainingSet(attackerSet: attackerSet, triggerInfo: info)
-        if !limitFirst, let trainLimit, trainLimit < poisoned.count {
-            let kept = Array(0..<trainLimit)
-            poisoned = PoisonedTrainingSet(images: poisoned.images.subset(kept), isPoisoned: kept.map { poisoned.isPoisoned[$0] })
-        }
-        let poisonTest = try info.map { try Poisoning.testSet(test, trigger: $0.trigger, target: $0.target) }
-        return ExperimentData(train: poisoned.images, cleanTest: test, poisonTest: poisonTest,
-                              poisonedCount: poisoned.poisonedIndices.count, triggerInfo: info)
     }
 }

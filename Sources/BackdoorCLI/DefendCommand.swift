@@ -2,9 +2,8 @@ import ArgumentParser
 import Attacks
 import Datasets
 import Defenses
+import Experiments
 import Foundation
-import Models
-import NN
 import Support
 
 /// `backdoor defend`: one post-training defense on a backdoored model, judged before and after.
@@ -13,16 +12,15 @@ struct DefendCommand: ParsableCommand {
         commandName: "defend",
         abstract: "Repair a backdoored model with one defense; writes model.safetensors, defend_log.txt/.jsonl and result.json.",
         discussion: """
-            Defenses: clp (channel Lipschitz pruning, data-free; --clp-u), anp (ANP's mask optimisation and \
-            pruning at --threshold, with the reference's defaults). The defender's clean data is the first \
-            --clean-frac of the split permutation (never the attacker's share or the test set). result.json \
-            holds clean accuracy, ASR and robust accuracy (triggered non-target test images against their \
-            true labels) before and after, the seconds, and the pruned channels as {"layer", "index"}.
+            Defenses and their settings (defaults are the papers' code's; set any with --set NAME=VALUE): \
+            \(DefenseRegistry.all.map { type in "\(type.name) (" + type.defaults.keys.sorted().map { "\($0) \(String(format: "%g", type.defaults[$0]!))" }.joined(separator: ", ") + ")" }.joined(separator: "; ")). \
+            The defender's clean data is the first --clean-frac of the split permutation (never the attacker's \
+            share or the test set). result.json holds clean accuracy, ASR and robust accuracy (triggered \
+            non-target test images against their true labels) before and after, the seconds, the settings, \
+            and the pruned channels as {"layer", "index", "value"}.
             """)
 
-    enum Kind: String, ExpressibleByArgument, CaseIterable { case clp, anp }
-
-    @Option(help: "The defense: \(Kind.allCases.map(\.rawValue).joined(separator: ", ")).") var defense: Kind
+    @Option(help: "The defense: \(DefenseRegistry.names.joined(separator: ", ")).") var defense: String
     @Option(help: "Backdoored model: our safetensors checkpoint or a PyTorch state_dict file.") var checkpoint: String
     @Flag(help: "Load a checkpoint whose tensors do not all match its architecture (mismatches skipped with a warning).")
     var nonStrict = false
@@ -30,36 +28,86 @@ struct DefendCommand: ParsableCommand {
     @Option(help: "Output folder.") var outputDir = "runs/defend"
     @OptionGroup var data: DataOptions
     @OptionGroup var compute: ComputeOptions
-    @Option(help: "Fraction of the training set held by the defender (default: ANP's 0.01).") var cleanFrac = 0.01
-    @Option(help: "CLP: prune channels whose Lipschitz bound exceeds mean + u * std of their layer.") var clpU = 3.0
-    @Option(help: "ANP: prune the neurons whose mask is at most this.") var threshold = 0.2
-    @Option(help: "ANP: mask-optimisation iterations (the reference's 2000).") var nbIter = 2000
+    @Option(help: "Fraction of the training set held by the defender (default: the defense's, e.g. ANP's 0.01).")
+    var cleanFrac: Double?
+    @Option(help: "CLP: prune channels whose Lipschitz bound exceeds mean + u * std of their layer (--set u=...).") var clpU: Double?
+    @Option(help: "ANP: prune the neurons whose mask is at most this (--set threshold=...).") var threshold: Double?
+    @Option(help: "ANP: mask-optimisation iterations, the reference's 2000 (--set iterations=...).") var nbIter: Int?
+    @Option(help: "ft, fp, nad, fst: fine-tuning epochs (nad: the teacher's and the student's each).") var epochs: Int?
+    @Option(help: "ft, fp, nad, fst: learning rate.") var lr: Double?
+    @Option(help: "ft, fp, nad, fst: batch size.") var batchSize: Int?
+    @Option(help: "fp: stop pruning before the defender's clean accuracy falls by this fraction of the unpruned model's.")
+    var accRatio: Double?
+    @Option(help: "fp: fraction of the channels pruned per step.") var oncePruneRatio: Double?
+    @Option(help: "nad: attention-loss weights of layer2, layer3, layer4, comma-separated (nad_beta1..3).") var nadBetas: String?
+    @Option(help: "nad: power of the attention maps.") var nadP: Double?
+    @Option(help: "fst: weight of the feature-shift penalty <W, W_orig> on the re-initialised classifier.") var fstAlpha: Double?
+    @Option(help: "A setting of the defense, NAME=VALUE (repeatable; see the list above).") var set: [String] = []
     @Option(help: "Evaluate on the first N test images only (quick runs).") var testLimit: Int?
-    @Option(parsing: .unconditional, help: "Seed of ANP's draws (and of a generated split).", transform: parseSeed)
+    @Option(parsing: .unconditional, help: "Seed of the defense's draws (and of a generated split).", transform: parseSeed)
     var seed: UInt64 = 0
 
+    /// The named flags: each sets settings of the defenses that have them.
+    private func namedSettings() throws -> [(flag: String, keys: [String], value: Double?)] {
+        var out: [(flag: String, keys: [String], value: Double?)] = [
+            ("--clp-u", ["u"], clpU), ("--threshold", ["threshold"], threshold), ("--nb-iter", ["iterations"], nbIter.map(Double.init)),
+            ("--epochs", ["epochs", "teacher_epochs"], epochs.map(Double.init)), ("--lr", ["lr"], lr),
+            ("--batch-size", ["batch_size"], batchSize.map(Double.init)), ("--acc-ratio", ["acc_ratio"], accRatio),
+            ("--once-prune-ratio", ["once_prune_ratio"], oncePruneRatio), ("--nad-p", ["nad_p"], nadP), ("--fst-alpha", ["fst_alpha"], fstAlpha),
+        ]
+        if let nadBetas {
+            let values = nadBetas.split(separator: ",", omittingEmptySubsequences: false).map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard values.count == 3, values.allSatisfy({ $0 != nil }) else {
+                throw ValidationError("--nad-betas \"\(nadBetas)\" is invalid: expected three numbers (layer2, layer3, layer4), e.g. 500,1000,1000")
+            }
+            out += values.enumerated().map { ("--nad-betas", ["nad_beta\($0.offset + 1)"], $0.element) }
+        }
+        return out
+    }
+
+    func overrides() throws -> [String: Double] {
+        var out: [String: Double] = [:]
+        let known = DefenseRegistry.type(named: defense)?.defaults ?? [:]
+        for named in try namedSettings() {
+            guard let value = named.value else { continue }
+            let keys = named.keys.filter { known[$0] != nil }
+            guard !keys.isEmpty else {
+                let owners = DefenseRegistry.all.filter { type in named.keys.contains { type.defaults[$0] != nil } }.map { $0.name }
+                throw ValidationError("\(named.flag) is a setting of \(owners.joined(separator: ", ")), not of --defense \(defense)")
+            }
+            for key in keys { out[key] = value }
+        }
+        for assignment in set {
+            let parts = assignment.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let value = Double(parts[1]) else {
+                throw ValidationError("--set \"\(assignment)\": expected NAME=NUMBER, e.g. --set u=3")
+            }
+            out[parts[0]] = value
+        }
+        return out
+    }
+
     func validate() throws {
-        try FlagLimits.fraction(cleanFrac, flag: "--clean-frac")
-        guard cleanFrac > 0 else { throw ValidationError("--clean-frac 0 leaves the defender no clean images") }
-        try FlagLimits.fraction(threshold, flag: "--threshold")
-        guard clpU.isFinite else { throw ValidationError("--clp-u \(clpU) is invalid: expected a number") }
-        try FlagLimits.atLeastOne(nbIter, flag: "--nb-iter")
+        guard DefenseRegistry.type(named: defense) != nil else {
+            throw ValidationError("--defense \(defense): unknown defense; expected one of " + DefenseRegistry.names.joined(separator: ", "))
+        }
+        if let cleanFrac {
+            try FlagLimits.fraction(cleanFrac, flag: "--clean-frac")
+            guard cleanFrac > 0 else { throw ValidationError("--clean-frac 0 leaves the defender no clean images") }
+        }
+        do { _ = try DefenseRegistry.make(defense, overrides: try overrides()) } catch let error as DefenseSettingError {
+            // A range error of a setting a flag gave names the flag.
+            if let key = error.key, let value = error.value,
+               let flag = try namedSettings().first(where: { $0.keys.contains(key) && $0.value != nil })?.flag {
+                throw ValidationError("\(flag) \(String(format: "%g", value)) \(error.message)")
+            }
+            throw ValidationError(error.description)
+        }
         try FlagLimits.testLimit(testLimit)
     }
 
-    var chosen: Defense {
-        switch defense {
-        case .clp: return CLPDefense(u: clpU)
-        case .anp:
-            var config = ANPConfig()
-            config.iterations = nbIter
-            config.printEvery = max(1, nbIter / 4)
-            config.seed = seed
-            return ANPDefense(config: config, threshold: threshold)
-        }
-    }
-
     func run() throws {
+        let chosen = try DefenseRegistry.make(defense, overrides: try overrides(), seed: seed)
         let model = try ModelFiles.loadModel(checkpoint, strict: !nonStrict, on: compute.backend(for: .inference))
         let dataSet = try data.load()
         var test = dataSet.test
@@ -67,44 +115,9 @@ struct DefendCommand: ParsableCommand {
         try Folder.create(outputDir)
         let (permutation, splitPath) = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDir,
                                                                seed: seed, count: dataSet.train.count)
-        let clean = dataSet.train.subset(DataSplit(permutation: permutation, valFrac: cleanFrac).defender)
-        let info = try triggerInfo.map { try TriggerInfo.read(path: $0) }
-        let poison = try info.map { try Poisoning.testSet(test, trigger: $0.trigger, target: $0.target) }
-        let triggered = try info.map { try Poisoning.triggeredTestSet(test, trigger: $0.trigger, target: $0.target) }
-
-        let text = try TextLogWriter(path: (outputDir as NSString).appendingPathComponent("defend_log.txt"), truncate: true)
-        let json = try JSONLinesWriter(path: (outputDir as NSString).appendingPathComponent("defend_log.jsonl"), truncate: true)
-        func log(_ line: String) throws {
-            print(line)
-            text.append(line)
-            try json.append(["time": ISO8601DateFormatter().string(from: Date()), "message": line])
-        }
-        let defense = chosen
-        try log("\(defense.name) on \(checkpoint) (\(model.description)), \(clean.count) clean images from \(splitPath), "
-            + model.backend.summary)
-        let before = try DefenseMetrics.evaluate(model, clean: test, poison: poison, triggered: triggered)
-        try log("before: " + Self.describe(before))
-        let start = Date()
-        let decision = try defense.repair(model, clean: clean, log: log)
-        let seconds = Date().timeIntervalSince(start)
-        let after = try DefenseMetrics.evaluate(model, clean: test, poison: poison, triggered: triggered)
-        try log("after: " + Self.describe(after) + String(format: " (%.1f s)", seconds))
-
-        let modelPath = (outputDir as NSString).appendingPathComponent("model.safetensors")
-        try Checkpoint.save(model, to: modelPath, extraMetadata: ["defense": defense.name, "defended_checkpoint": checkpoint])
-        let result: [String: Any] = [
-            "defense": defense.name, "settings": defense.settings, "checkpoint": checkpoint, "model": modelPath,
-            "clean_images": clean.count, "test_images": test.count, "seconds": seconds,
-            "before": before.json, "after": after.json,
-            "pruned": decision.pruned.map { ["layer": $0.layer, "index": $0.index, "value": $0.value] as [String: Any] },
-        ]
-        try AtomicFile.write(try JSONOutput.string(result) + "\n", to: (outputDir as NSString).appendingPathComponent("result.json"))
-        try log("wrote \(modelPath) and result.json (\(decision.pruned.count) channels pruned)")
-    }
-
-    static func describe(_ m: DefenseMetrics) -> String {
-        String(format: "clean accuracy %.2f%%", 100 * m.cleanAccuracy)
-            + (m.attackSuccessRate.map { String(format: ", ASR %.2f%%", 100 * $0) } ?? "")
-            + (m.robustAccuracy.map { String(format: ", robust accuracy %.2f%%", 100 * $0) } ?? "")
+        let fraction = cleanFrac ?? type(of: chosen).defaultCleanFraction
+        let clean = dataSet.train.subset(DataSplit(permutation: permutation, valFrac: fraction).defender)
+        _ = try DefenseRun.run(chosen, checkpoint: checkpoint, model: model, clean: clean, cleanSource: splitPath, test: test,
+                               triggerInfo: try triggerInfo.map { try TriggerInfo.read(path: $0) }, directory: outputDir)
     }
 }

@@ -61,7 +61,7 @@ struct DataOptions: ParsableArguments {
     @Option(help: "Folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ (else $BACKDOOR_DATA_DIR, else ./data).")
     var dataDir: String?
 
-    @Option(help: "Permutation of the 50,000 training indices, one per line (without it: a seeded one, written to the output folder).")
+    @Option(help: "Permutation of the 50,000 training indices, one per line (default: the ANP reference's cifar_shuffle.txt, shipped; `seeded`: one from --seed, written to the output folder).")
     var splitFile: String?
 
     func load() throws -> CIFAR10.DataSet {

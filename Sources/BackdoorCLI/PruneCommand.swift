@@ -31,7 +31,7 @@ struct PruneCommand: ParsableCommand {
     @Option(help: "Where the sweep file or the pruned model goes.") var outputDir = "runs/prune"
     @Option(help: "Folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ (else $BACKDOOR_DATA_DIR, else ./data).")
     var dataDir: String?
-    @Option(help: "Sweep by mask threshold or by number of neurons (threshold | number; default number, as the reference).")
+    @Option(help: "Sweep by mask threshold or by number of neurons (threshold | number; default threshold, as the reference).")
     var pruningBy: Pruning.Mode?
     @Option(help: "Sweep end: the largest threshold, or the most neurons (rounded up).") var pruningMax = 0.90
     @Option(help: "Sweep step: threshold increment, or neurons per row (rounded up).") var pruningStep = 0.05
@@ -77,7 +77,7 @@ struct PruneCommand: ParsableCommand {
             try pruneOnce(model, scores: scores, threshold: threshold, baseline: baseline, evaluate: evaluate)
             return
         }
-        let mode = pruningBy ?? .number
+        let mode = pruningBy ?? .threshold
         let rowCount = mode == .threshold ? Pruning.thresholds(max: pruningMax, step: pruningStep).count
             : Int(pruningMax.rounded(.up)) / Int(pruningStep.rounded(.up)) + 1
         let progress = ProgressBar(total: rowCount, label: "prune")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Experiments
 import Attacks
 import Defenses
 import Foundation
@@ -37,7 +38,9 @@ struct SweepCommand: ParsableCommand {
     }
 
     func validate() throws {
-        guard try PoisonType.parseList(attack).count == 1 else { throw ValidationError("--attack takes one attack") }
+        guard PoisonType(rawValue: attack).map(PoisonType.experimentAttacks.contains) == true else {
+            throw ValidationError("--attack \(attack): expected one of " + PoisonType.experimentAttacks.map(\.rawValue).joined(separator: ", "))
+        }
         _ = try Self.parseNumbers(alphas, flag: "alphas", range: 0...1)
         _ = try Self.parseNumbers(thresholds, flag: "thresholds", range: 0...1)
     }
@@ -45,43 +48,12 @@ struct SweepCommand: ParsableCommand {
     func run() throws {
         // The model's stages are reused whenever they match, so a sweep never retrains needlessly.
         let experiment = try Experiment(settings: try options.settings(), root: options.outputDir,
-                                        dataDirectory: options.dataDir, splitFile: options.splitFile,
-                                        resume: true, quiet: options.quiet,
+                                        dataDirectory: options.dataDir, resume: true, quiet: options.quiet,
                                         training: options.compute.backend(for: .training),
                                         inference: options.compute.backend(for: .inference))
-        try experiment.sweep(attack: try PoisonType.parseList(attack)[0],
+        try experiment.sweep(attack: PoisonType(rawValue: attack)!,
                              alphas: try Self.parseNumbers(alphas, flag: "alphas", range: 0...1),
                              thresholds: try Self.parseNumbers(thresholds, flag: "thresholds", range: 0...1))
     }
 }
 
-extension Experiment {
-    /// One ANP stage per alpha under `RUN/sweep/`, pruning at each threshold; writes sweep/sweep.json
-    /// and the report.
-    func sweep(attack: PoisonType, alphas: [Double], thresholds: [Double]) throws {
-        let model = try trainedModel(attack)
-        let trainFolder = model.stage
-        let sets = try evaluationSets(trainFolder: trainFolder.path)
-        var rows: [[String: Any]] = []
-        let modelRan = upstreamRan
-        for alpha in alphas {
-            upstreamRan = modelRan  // the alpha stages are siblings: one running does not rerun the next
-            let anp = try optimizeMasks(attack, folderName: "alpha-\(alpha)", alpha: alpha, upstream: trainFolder,
-                                        attackFolder: "sweep")
-            let scores = try MaskFile.read(path: anp.file(MaskFile.fileName))
-            for threshold in thresholds {
-                let (pruned, _) = try Checkpoint.load(model.modelPath, on: inference)
-                let chosen = Pruning.neurons(scores, atOrBelow: threshold)
-                try Pruning.prune(pruned, neurons: chosen)
-                let metrics = try BackdoorMetrics.evaluate(pruned, clean: sets.clean, poison: sets.poison)
-                log.say(String(format: "alpha %g, threshold %g: %d neurons pruned, clean accuracy %.2f%%, ASR %.2f%%",
-                               alpha, threshold, chosen.count, 100 * metrics.cleanAccuracy, 100 * metrics.poisonAccuracy))
-                rows.append(["anp_alpha": alpha, "threshold": threshold, "pruned_neurons": chosen.count,
-                             "clean_acc": metrics.cleanAccuracy, "asr": metrics.poisonAccuracy])
-            }
-        }
-        try writeJSON(["attack": attack.rawValue, "rows": rows],
-                      (root as NSString).appendingPathComponent("sweep/sweep.json"))
-        try writeReport()
-    }
-}

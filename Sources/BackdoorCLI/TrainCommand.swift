@@ -1,6 +1,7 @@
 import ArgumentParser
 import Attacks
 import Datasets
+import Experiments
 import Foundation
 import NN
 import Models

@@ -64,13 +64,29 @@ public enum Permutation {
         try AtomicFile.write(permutation.map(String.init).joined(separator: "\n") + "\n", to: path)
     }
 
-    /// The split a run uses: the file given by `--split-file`, or else a seeded permutation
-    /// written to `outputDirectory/split_permutation.txt` so the run can be repeated.
+    /// The `--split-file` value that asks for a seeded permutation instead of the reference's.
+    public static let seededFlag = "seeded"
+
+    /// The ANP reference's permutation of the 50,000 CIFAR-10 training indices
+    /// (csdongxian/ANP_backdoor's `data/cifar_shuffle.txt`), shipped with the tool.
+    public static var referenceFile: String {
+        (Bundle.module.resourceURL ?? Bundle.module.bundleURL).appendingPathComponent("ReferenceData/cifar_shuffle.txt").path
+    }
+
+    /// The split a run uses: the file given by `--split-file`; without one the reference's
+    /// permutation (shipped); with `seeded` a permutation from `seed`, written to
+    /// `outputDirectory/split_permutation.txt` so the run can be repeated.
     /// Returns the permutation and the file it came from or was written to.
     public static func resolve(splitFile: String?, outputDirectory: String, seed: UInt64,
                                count: Int = CIFAR10.trainCount) throws -> (permutation: [Int], path: String) {
-        if let splitFile {
+        if let splitFile, splitFile != seededFlag {
             return (try read(path: splitFile, count: count), splitFile)
+        }
+        if splitFile == nil {
+            guard count == CIFAR10.trainCount else {
+                throw FileError(referenceFile, "the reference split permutes \(CIFAR10.trainCount) images, not \(count): pass a split file or \(seededFlag)")
+            }
+            return (try read(path: referenceFile, count: count), referenceFile)
         }
         let permutation = seeded(count: count, seed: seed)
         let path = (outputDirectory as NSString).appendingPathComponent(defaultFileName)

@@ -111,8 +111,10 @@ public enum ANP {
             iteration += 1
             progress?.update(to: iteration)
             if iteration % config.printEvery == 0 || iteration == config.iterations {
-                let entry = try logEntry(optimizer, data: data, iteration: iteration, window: window,
-                                         seconds: Date().timeIntervalSince(windowStart), batchSize: evaluationBatchSize)
+                var entry = try logEntry(optimizer, data: data, iteration: iteration, window: window,
+                                         seconds: 0, batchSize: evaluationBatchSize)
+                // As the reference's Time column: the window's iterations and this entry's evaluations.
+                entry.seconds = Date().timeIntervalSince(windowStart)
                 log.append(entry)
                 window = Window()
                 if let statePath {

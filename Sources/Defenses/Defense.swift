@@ -1,28 +1,102 @@
 import Datasets
+import Formats
 import NN
 import Training
 
 /// A post-training defense: repairs a model in place from the defender's clean images (never the
-/// test set) and says what it decided.
+/// test set) and says what it decided. Its settings are named numbers with defaults, so that the
+/// CLI, config files and the experiment runner build any defense the same way (`DefenseRegistry`).
 public protocol Defense {
     /// The `--defense` name.
-    var name: String { get }
+    static var name: String { get }
+    /// Every setting with its default (the papers' code's), by its config name.
+    static var defaults: [String: Double] { get }
+    /// The defender's share of the training set unless `--clean-frac` says otherwise.
+    static var defaultCleanFraction: Double { get }
+    /// `settings` holds every key of `defaults`; `seed` drives the defense's random draws.
+    init(settings: [String: Double], seed: UInt64) throws
     /// Its settings, for result.json.
     var settings: [String: Double] { get }
     func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision
 }
 
-/// What a defense decided: the BatchNorm channels it pruned (with the value it ranked them by).
+extension Defense {
+    public var name: String { Self.name }
+}
+
+/// A bad defense setting; range errors name the setting and its value, so a caller can name its flag instead.
+public struct DefenseSettingError: Error, CustomStringConvertible {
+    public let defense: String?
+    public let key: String?
+    public let value: Double?
+    public let message: String
+
+    public init(_ message: String) { (defense, key, value, self.message) = (nil, nil, nil, message) }
+
+    public static func outOfRange(_ defense: String, _ key: String, _ value: Double, expected: String) -> DefenseSettingError {
+        DefenseSettingError(defense: defense, key: key, value: value, message: "is out of range: expected \(expected)")
+    }
+
+    private init(defense: String?, key: String?, value: Double?, message: String) {
+        (self.defense, self.key, self.value, self.message) = (defense, key, value, message)
+    }
+
+    public var description: String {
+        guard let defense, let key, let value else { return message }
+        return "\(defense): \(key) \(String(format: "%g", value)) \(message)"
+    }
+}
+
+/// The defenses by name: what `backdoor defend --defense` and the experiment runner's
+/// `defenses` choose from. A new defense is added here and nowhere else.
+public enum DefenseRegistry {
+    public static let all: [Defense.Type] = [FTDefense.self, FPDefense.self, NADDefense.self, NCDefense.self, CLPDefense.self, RNPDefense.self,
+                                          FSTDefense.self, ANPDefense.self]
+
+    public static var names: [String] { all.map { $0.name } }
+
+    public static func type(named name: String) -> Defense.Type? { all.first { $0.name == name } }
+
+    /// The defense `name` with `overrides` over its defaults; an unknown name or setting is an error
+    /// naming it and what is expected.
+    public static func make(_ name: String, overrides: [String: Double] = [:], seed: UInt64 = 0) throws -> Defense {
+        guard let type = type(named: name) else {
+            throw DefenseSettingError("unknown defense \"\(name)\"; expected one of " + names.joined(separator: ", "))
+        }
+        for key in overrides.keys.sorted() where type.defaults[key] == nil {
+            throw DefenseSettingError("\(key) is not a setting of \(name); its settings are "
+                + type.defaults.keys.sorted().joined(separator: ", "))
+        }
+        for (key, value) in overrides where !value.isFinite {
+            throw DefenseSettingError("\(name) setting \(key) is \(value): expected a finite number")
+        }
+        return try type.init(settings: type.defaults.merging(overrides) { $1 }, seed: seed)
+    }
+}
+
+/// What a defense decided: the channels it pruned (with the value it ranked them by), for
+/// result.json's `decision` anything else it chose and how, and pictures for the output folder by
+/// file name (NC's reversed triggers).
 public struct DefenseDecision {
     public var pruned: [NeuronScore]
-    public init(pruned: [NeuronScore]) { self.pruned = pruned }
+    public var details: [String: Any]
+    public var images: [String: PNGImage]
+    public init(pruned: [NeuronScore], details: [String: Any] = [:], images: [String: PNGImage] = [:]) {
+        self.pruned = pruned
+        self.details = details
+        self.images = images
+    }
 }
 
 /// CLP as a defense (data-free: the clean images are not used).
 public struct CLPDefense: Defense {
     public var u: Double
     public init(u: Double = 3) { self.u = u }
-    public var name: String { "clp" }
+    public static let name = "clp"
+    public static let defaults: [String: Double] = ["u": 3]
+    /// Data-free; the clean share only feeds the before/after evaluation's logs.
+    public static let defaultCleanFraction = 0.01
+    public init(settings: [String: Double], seed: UInt64) throws { self.init(u: settings["u"]!) }
     public var settings: [String: Double] { ["u": u] }
 
     public func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision {
@@ -41,7 +115,31 @@ public struct ANPDefense: Defense {
         self.config = config
         self.threshold = threshold
     }
-    public var name: String { "anp" }
+    public static let name = "anp"
+    public static let defaults: [String: Double] = {
+        let config = ANPConfig()
+        return ["anp_eps": Double(config.eps), "anp_steps": Double(config.steps), "anp_alpha": Double(config.alpha),
+                "iterations": Double(config.iterations), "threshold": 0.2]
+    }()
+    /// The reference's `--val-frac` of optimize_mask_cifar.py.
+    public static let defaultCleanFraction = 0.01
+
+    public init(settings: [String: Double], seed: UInt64) throws {
+        var config = ANPConfig()
+        config.eps = Float(settings["anp_eps"]!)
+        config.steps = Int(settings["anp_steps"]!)
+        config.alpha = Float(settings["anp_alpha"]!)
+        config.iterations = Int(settings["iterations"]!)
+        for key in ["iterations", "anp_steps"] where settings[key]! < 1 {
+            throw DefenseSettingError.outOfRange(Self.name, key, settings[key]!, expected: "at least 1")
+        }
+        for key in ["threshold", "anp_alpha"] where !(0...1).contains(settings[key]!) {
+            throw DefenseSettingError.outOfRange(Self.name, key, settings[key]!, expected: "a number in [0, 1]")
+        }
+        config.printEvery = max(1, config.iterations / 4)
+        config.seed = seed
+        self.init(config: config, threshold: settings["threshold"]!)
+    }
     public var settings: [String: Double] {
         ["anp_eps": Double(config.eps), "anp_steps": Double(config.steps), "anp_alpha": Double(config.alpha),
          "iterations": Double(config.iterations), "threshold": threshold]
@@ -59,22 +157,19 @@ public struct ANPDefense: Defense {
 
 /// Clean accuracy, attack success rate and robust accuracy (triggered non-target images against
 /// their true labels) of a model: what a defense is judged by.
-public struct DefenseMetrics: Equatable {
+public struct DefenseMetrics: Codable, Equatable {
     public var cleanAccuracy: Double
     public var attackSuccessRate: Double?
     public var robustAccuracy: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case cleanAccuracy = "clean_acc", attackSuccessRate = "asr", robustAccuracy = "robust_acc"
+    }
 
     public static func evaluate(_ model: Model, clean: ImageSet, poison: ImageSet?, triggered: ImageSet?,
                                 batchSize: Int = 256) throws -> DefenseMetrics {
         DefenseMetrics(cleanAccuracy: try Evaluation.evaluate(model, on: clean, batchSize: batchSize).accuracy,
                        attackSuccessRate: try poison.map { try Evaluation.evaluate(model, on: $0, batchSize: batchSize).accuracy },
                        robustAccuracy: try triggered.map { try Evaluation.evaluate(model, on: $0, batchSize: batchSize).accuracy })
-    }
-
-    public var json: [String: Any] {
-        var out: [String: Any] = ["clean_acc": cleanAccuracy]
-        if let attackSuccessRate { out["asr"] = attackSuccessRate }
-        if let robustAccuracy { out["robust_acc"] = robustAccuracy }
-        return out
     }
 }

@@ -1,5 +1,6 @@
 import Backend
 import Formats
+import Foundation
 
 /// SGD as PyTorch's `torch.optim.SGD` with momentum, no dampening, no Nesterov: weight decay is
 /// added to every parameter's gradient, the momentum buffer starts as the first gradient. The
@@ -86,5 +87,22 @@ public struct MultiStepSchedule: Codable, Equatable {
         var lr = baseLearningRate
         for _ in 0..<passed { lr *= gamma }
         return lr
+    }
+}
+
+/// PyTorch's CosineAnnealingLR (eta_min 0) stepped once per epoch:
+/// lr = base * (1 + cos(pi * epoch / tMax)) / 2.
+public struct CosineSchedule: Codable, Equatable {
+    public var baseLearningRate: Float
+    public var tMax: Int
+
+    public init(baseLearningRate: Float, tMax: Int) {
+        self.baseLearningRate = baseLearningRate
+        self.tMax = max(tMax, 1)
+    }
+
+    /// Learning rate for a 0-based epoch index.
+    public func learningRate(epoch: Int) -> Float {
+        Float(Double(baseLearningRate) * (1 + cos(Double.pi * Double(epoch) / Double(tMax))) / 2)
     }
 }

@@ -67,11 +67,12 @@ public enum ReportBuilder {
 
     /// The report's sections, in order; the raw value is the HTML anchor.
     public enum Section: String, CaseIterable {
-        case summary, training, samples, masks, pruning, sweep, configuration, timings
+        case summary, leaderboard, training, samples, masks, pruning, sweep, configuration, timings
 
         public var title: String {
             switch self {
             case .summary: return "Summary"
+            case .leaderboard: return "Leaderboard: attacks x defenses"
             case .training: return "Training curves"
             case .samples: return "Clean and triggered examples"
             case .masks: return "ANP mask values"
@@ -82,9 +83,17 @@ public enum ReportBuilder {
             }
         }
 
+        /// A defenses matrix (leaderboard.json, no summary.json) has no ANP chain: its masks,
+        /// pruning curves, sweep and ANP summary would be only notes of missing files.
+        func applies(to run: RunFolder) -> Bool {
+            guard run.leaderboard.value != nil, run.summary.value == nil else { return true }
+            return ![.summary, .masks, .pruning, .sweep].contains(self)
+        }
+
         func blocks(_ run: RunFolder) -> [ReportDocument.Block] {
             switch self {
             case .summary: return summarySection(run)
+            case .leaderboard: return leaderboardSection(run.leaderboard)
             case .training: return perAttack(run, trainingSection)
             case .samples: return perAttack(run, samplesSection)
             case .masks: return perAttack(run, maskSection)
@@ -102,7 +111,7 @@ public enum ReportBuilder {
         if let preset = run.summary.value?.preset {
             document.blocks.append(.paragraph("Preset: \(preset). Attacks: \(run.attacks.isEmpty ? "none found" : run.attacks.map(\.name).joined(separator: ", "))."))
         }
-        for section in Section.allCases {
+        for section in Section.allCases where section.applies(to: run) {
             document.blocks.append(.heading(level: 2, text: section.title, anchor: section.rawValue))
             document.blocks += section.blocks(run)
         }
@@ -112,6 +121,38 @@ public enum ReportBuilder {
     static func perAttack(_ run: RunFolder, _ section: (AttackRun) -> [ReportDocument.Block]) -> [ReportDocument.Block] {
         if run.attacks.isEmpty { return [.note("Missing: no attack folders (<attack>/train, anp, prune) in this run folder")] }
         return run.attacks.flatMap { [.heading(level: 3, text: $0.name, anchor: nil)] + section($0) }
+    }
+
+    static func leaderboardSection(_ piece: Piece<Leaderboard>) -> [ReportDocument.Block] {
+        guard let board = piece.value else {
+            if case .missing = piece { return [.paragraph("No leaderboard: this run has no defenses matrix (`backdoor run --defenses ...`).")] }
+            return [.note(piece.problem!)]
+        }
+        func stat(_ s: Leaderboard.Statistic?) -> String {
+            guard let s else { return "-" }
+            return percent(s.mean) + (board.rows.contains { $0.seeds.count > 1 } ? " ± " + fixed(s.std * 100, 2) : "")
+        }
+        let rows = board.rows.map { r in
+            [r.attack, r.defense, r.model, "\(r.seeds.count)", stat(r.cleanAccBefore), stat(r.asrBefore), stat(r.cleanAcc),
+             stat(r.asr), stat(r.robustAcc), fixed(r.der.mean, 3), duration(r.seconds.mean)]
+        }
+        let attacks = board.rows.map(\.attack).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        let defenses = board.rows.map(\.defense).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
+        var blocks: [ReportDocument.Block] = [
+            .paragraph("Each attack's model trained once per model and seed; every defense run on it and judged on the same test images. "
+                + "Robust acc.: triggered non-target test images against their true labels. DER (BackdoorBench): "
+                + "(max(0, ASR drop) - max(0, clean-accuracy drop) + 1) / 2. Means over seeds (± sample standard deviation, points)."),
+            .table(headers: ["Attack", "Defense", "Model", "Seeds", "Clean acc. before", "ASR before", "Clean acc. after",
+                             "ASR after", "Robust acc. after", "DER", "Time"], rows: rows, anchor: "leaderboard-table"),
+        ]
+        for model in board.rows.map(\.model).reduce(into: [String](), { if !$0.contains($1) { $0.append($1) } }) {
+            let values = attacks.map { attack in
+                defenses.map { defense in board.rows.first { $0.attack == attack && $0.defense == defense && $0.model == model }?.asr.mean }
+            }
+            let map = Heatmap(title: "ASR after defense (\(model))", rowLabels: attacks, columnLabels: defenses, values: values)
+            blocks.append(.plots([Plot(fileName: "leaderboard_asr_\(fileSafe(model)).svg", title: map.title, svg: map.svg)]))
+        }
+        return blocks
     }
 
     static let summaryHeaders = ["Attack", "Clean acc. before", "ASR before", "Clean acc. after", "ASR after",
@@ -344,7 +385,12 @@ public enum ReportBuilder {
                 blocks.append(.note("Missing: summary.json has no \"config\" object"))
             }
         default:
-            blocks.append(.note(run.summary.problem!))
+            if let yaml = try? String(contentsOfFile: run.directory + "/config.yaml", encoding: .utf8) {
+                blocks.append(.paragraph("Run configuration (config.yaml):"))
+                blocks.append(.code(yaml, language: "yaml"))
+            } else {
+                blocks.append(.note(run.summary.problem!))
+            }
         }
         for attack in run.attacks {
             blocks.append(.heading(level: 3, text: "\(attack.name): training configuration", anchor: nil))

@@ -99,6 +99,7 @@ public struct RunFolder {
     public var summary: Piece<RunSummary>
     public var attacks: [AttackRun]
     public var sweep: Piece<SweepTable>
+    public var leaderboard: Piece<Leaderboard>
 
     /// Attack folders in the runner's order first, then any others alphabetically.
     public static let knownAttacks = ["badnets", "blend", "clean-label"]
@@ -127,6 +128,7 @@ public struct RunFolder {
             directory: directory,
             summary: summary,
             attacks: ordered.map { AttackRun.load(name: $0, runDirectory: directory) },
-            sweep: Piece.load("sweep/sweep.json", in: directory, SweepTable.load))
+            sweep: Piece.load("sweep/sweep.json", in: directory, SweepTable.load),
+            leaderboard: Piece.load(Leaderboard.jsonFileName, in: directory, Leaderboard.read))
     }
 }

@@ -24,10 +24,15 @@ final class ImportRulesTests: XCTestCase {
                 for d in dependency.matches(in: list, range: NSRange(list.startIndex..., in: list)) {
                     deps.insert(String(list[Range(d.range(at: 1), in: list)!]))
                 }
-                // `.product(name: "X", package: "y")`: the package name is not a module.
+                // `.product(name: "X", package: "y")`: the package name is not a module (unless
+                // the product has the same name, as Yams's).
+                let products = try NSRegularExpression(pattern: #"\.product\(name:\s*"(\w+)""#)
+                let productNames = Set(products.matches(in: list, range: NSRange(list.startIndex..., in: list))
+                    .map { String(list[Range($0.range(at: 1), in: list)!]) })
                 let packages = try NSRegularExpression(pattern: #"package:\s*"([\w-]+)""#)
                 for p in packages.matches(in: list, range: NSRange(list.startIndex..., in: list)) {
-                    deps.remove(String(list[Range(p.range(at: 1), in: list)!]))
+                    let package = String(list[Range(p.range(at: 1), in: list)!])
+                    if !productNames.contains(package) { deps.remove(package) }
                 }
             }
             out[name] = deps

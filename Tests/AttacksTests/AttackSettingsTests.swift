@@ -45,8 +45,17 @@ final class AttackSettingsTests: XCTestCase {
                        try Poisoning.trainingSet(clean, trigger: info.trigger, target: 4, rate: 0.2, seed: 9))
     }
 
-    func testBlendWithoutPatternUsesSeededNoiseAndSaysSo() throws {
+    func testBlendWithoutPatternUsesThePapersShippedPattern() throws {
         let (info, note) = try AttackSettings(poisonType: .blend, seed: 12).triggerInfo()
+        XCTAssertNil(note)
+        XCTAssertEqual(info?.patternSource, Trigger.referencePatternFile)
+        guard let data = try SharedData.directory() else { return }
+        let (shared, _) = try AttackSettings(poisonType: .blend, patternPath: data + "/anp/cifar_gaussian_noise.png").triggerInfo()
+        XCTAssertEqual(info?.trigger, shared?.trigger, "the shipped pattern is the papers'")
+    }
+
+    func testBlendWithSeededPatternUsesSeededNoiseAndSaysSo() throws {
+        let (info, note) = try AttackSettings(poisonType: .blend, patternPath: Trigger.seededPatternFlag, seed: 12).triggerInfo()
         XCTAssertEqual(info?.trigger, try .gaussianNoise(pattern: Trigger.seededNoisePattern(seed: 12), channels: 3, alpha: 0.2))
         XCTAssertEqual(info?.patternSource, "seeded noise (seed 12)")
         XCTAssertTrue(note?.contains("seeded uniform noise (seed 12)") == true, note ?? "no note")

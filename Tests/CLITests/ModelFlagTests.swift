@@ -1,4 +1,5 @@
 import ArgumentParser
+import Experiments
 import Foundation
 import Models
 import XCTest
@@ -31,11 +32,11 @@ final class ModelFlagTests: XCTestCase {
 
     func testSettingsFollowTheModel() throws {
         let vgg = try ExperimentOptions.parse(["--model", "vgg19-bn"]).settings()
-        XCTAssertEqual(vgg.model, .vgg19)
-        XCTAssertEqual(vgg.width, 64, "the quick preset's width 16 is for the ResNet family")
+        XCTAssertEqual(try vgg.model.architecture, .vgg19)
+        XCTAssertEqual(vgg.model.width, 64, "the quick preset's width 16 is for the ResNet family")
         let preact = try ExperimentOptions.parse(["--model", "preact-resnet18"]).settings()
-        XCTAssertEqual(preact.width, ExperimentSettings(preset: .quick).width)
-        XCTAssertEqual(try ExperimentOptions.parse([]).settings().model, .resnet18)
+        XCTAssertEqual(preact.model.width, try ExperimentConfigFile.settings(preset: "quick").model.width)
+        XCTAssertEqual(try ExperimentOptions.parse([]).settings().model.architecture, .resnet18)
         XCTAssertEqual(try TrainCommand.parse(["--model", "mobilenetv2"]).network.width(nil), 32)
     }
 

@@ -1,5 +1,6 @@
 import Attacks
 import Datasets
+import Experiments
 import Foundation
 import Support
 import XCTest
@@ -12,6 +13,8 @@ final class RunCommandTests: XCTestCase {
     static let tinyFlags = ["--width", "16", "--epochs", "2", "--milestones", "1", "--train-limit", "256",
                             "--test-limit", "100", "--eval-limit", "200", "--anp-iters", "4", "--anp-print-every", "2",
                             "--threads", "2", "--quiet"]
+
+    static let quick = try! ExperimentConfigFile.settings(preset: "quick")
 
     private func dataDirectory() throws -> String {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
@@ -28,7 +31,7 @@ final class RunCommandTests: XCTestCase {
     private func experiment(_ root: String, data: String, extra: [String] = [], resume: Bool = false) throws -> Experiment {
         let options = try RunCommand.parse(["--output-dir", root, "--data-dir", data] + Self.tinyFlags + extra
             + (resume ? ["--resume"] : [])).options
-        return try Experiment(settings: try options.settings(), root: root, dataDirectory: data, splitFile: nil,
+        return try Experiment(settings: try options.settings(), root: root, dataDirectory: data,
                               resume: resume, quiet: true, training: options.compute.backend(for: .training),
                               inference: options.compute.backend(for: .inference))
     }
@@ -83,7 +86,7 @@ final class RunCommandTests: XCTestCase {
         let anpConfig = try json(attack + "/anp/config.json")
         XCTAssertEqual(anpConfig["iterations"] as? Int, 4)
         XCTAssertEqual(anpConfig["alpha"] as? Double, 0.2)
-        XCTAssertEqual(try json(attack + "/prune/config.json")["threshold"] as? Double, ExperimentSettings(preset: .quick).threshold)
+        XCTAssertEqual(try json(attack + "/prune/config.json")["threshold"] as? Double, Self.quick.defense.pruning.threshold)
         XCTAssertEqual(try text(attack + "/train/train_log.jsonl").split(separator: "\n").count, 2)
         XCTAssertEqual(try lastJSONLine(attack + "/anp/anp_log.jsonl")["iteration"] as? Int, 4)
         XCTAssertEqual(try text(attack + "/anp/mask_values.txt").split(separator: "\n").count, 1 + 75 * 16,
@@ -99,10 +102,10 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(badnets["asr_before"] as? Double, evaluation["asr"] as? Double)
         XCTAssertEqual(badnets["clean_acc_after"] as? Double, pruned["clean_acc"] as? Double)
         XCTAssertEqual(badnets["asr_after"] as? Double, pruned["asr"] as? Double)
-        XCTAssertEqual(badnets["threshold"] as? Double, ExperimentSettings(preset: .quick).threshold)
+        XCTAssertEqual(badnets["threshold"] as? Double, Self.quick.defense.pruning.threshold)
         XCTAssertEqual(badnets["pruned_neurons"] as? Int, pruned["pruned_neurons"] as? Int)
         let masks = try maskValues(attack + "/anp/mask_values.txt")
-        XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= ExperimentSettings(preset: .quick).threshold }.count,
+        XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= Self.quick.defense.pruning.threshold }.count,
                        "the chosen threshold prunes exactly the neurons whose mask is at most the threshold")
         let seconds = try XCTUnwrap(badnets["seconds"] as? Double)
         let stageSeconds = try expected.keys.map { try XCTUnwrap(json("\(attack)/\($0)/done.json")["seconds"] as? Double) }
@@ -288,8 +291,8 @@ final class RunCommandTests: XCTestCase {
 
     func testBadFlagsAreRejectedNamingTheFlag() {
         for (flags, message) in [(["--attacks", "badnets,trojan"], "unknown attack \"trojan\""),
-                                 (["--epochs", "0"], "--epochs must be at least 1"),
-                                 (["--anp-alpha", "1.5"], "--anp-alpha must be in [0, 1]"),
+                                 (["--epochs", "0"], "--epochs 0 is out of range: expected at least 1"),
+                                 (["--anp-alpha", "1.5"], "--anp-alpha 1.5 is out of range: expected a number in [0, 1]"),
                                  (["--preset", "huge"], "huge")] {
             XCTAssertThrowsError(try RunCommand.parse(flags)) { error in
                 XCTAssertTrue(RunCommand.message(for: error).contains(message), "\(flags): \(RunCommand.message(for: error))")
@@ -299,22 +302,22 @@ final class RunCommandTests: XCTestCase {
 
     func testPresetsHoldTheAssignmentAndFlagsOverrideThem() throws {
         let homework = try RunCommand.parse(["--preset", "homework"]).options.settings()
-        XCTAssertEqual(homework.width, 64)
-        XCTAssertEqual(homework.epochs, 50)
-        XCTAssertEqual(homework.learningRate, 0.1)
-        XCTAssertEqual(homework.milestones, [30, 40])
-        XCTAssertEqual(homework.poisonRate, 0.1)
-        XCTAssertEqual(homework.target, 0)
-        XCTAssertEqual(homework.anpEps, 0.4)
-        XCTAssertEqual(homework.anpAlpha, 0.2)
-        XCTAssertEqual(homework.anpIterations, 2000)
-        XCTAssertEqual(homework.anpFrac, 0.01)
-        XCTAssertTrue(homework.augment)
-        XCTAssertNil(homework.trainLimit)
+        XCTAssertEqual(homework.model.width, 64)
+        XCTAssertEqual(homework.training.epochs, 50)
+        XCTAssertEqual(homework.training.lr, 0.1)
+        XCTAssertEqual(homework.training.milestones, [30, 40])
+        XCTAssertEqual(homework.attack.poisonRate, 0.1)
+        XCTAssertEqual(homework.attack.target, 0)
+        XCTAssertEqual(homework.defense.anp.eps, 0.4)
+        XCTAssertEqual(homework.defense.anp.alpha, 0.2)
+        XCTAssertEqual(homework.defense.anp.iterations, 2000)
+        XCTAssertEqual(homework.defense.anp.frac, 0.01)
+        XCTAssertTrue(homework.training.augment)
+        XCTAssertNil(homework.data.trainLimit)
         let quick = try RunCommand.parse(["--epochs", "7", "--anp-alpha", "0.5"]).options.settings()
-        XCTAssertEqual(quick.preset, .quick)
-        XCTAssertEqual(quick.epochs, 7)
-        XCTAssertEqual(quick.anpAlpha, 0.5)
-        XCTAssertEqual(quick.width, ExperimentSettings(preset: .quick).width)
+        XCTAssertEqual(quick.preset, "quick")
+        XCTAssertEqual(quick.training.epochs, 7)
+        XCTAssertEqual(quick.defense.anp.alpha, 0.5)
+        XCTAssertEqual(quick.model.width, Self.quick.model.width)
     }
 }

@@ -36,7 +36,7 @@ final class SplitTests: XCTestCase {
 
     func testSeededPermutationIsWrittenAndRepeatable() throws {
         let dir = try temporaryFolder(self)
-        let (permutation, path) = try Permutation.resolve(splitFile: nil, outputDirectory: dir, seed: 7, count: 1000)
+        let (permutation, path) = try Permutation.resolve(splitFile: Permutation.seededFlag, outputDirectory: dir, seed: 7, count: 1000)
         XCTAssertEqual(path, dir + "/" + Permutation.defaultFileName)
         XCTAssertEqual(Set(permutation), Set(0..<1000))
         XCTAssertNotEqual(permutation, Array(0..<1000))
@@ -47,6 +47,22 @@ final class SplitTests: XCTestCase {
         let (again, givenPath) = try Permutation.resolve(splitFile: path, outputDirectory: dir + "/other", seed: 99, count: 1000)
         XCTAssertEqual(again, permutation)
         XCTAssertEqual(givenPath, path)
+    }
+
+    /// Without a split file: the ANP reference's permutation, shipped with the tool, equal to the
+    /// shared copy of the reference's file.
+    func testTheDefaultSplitIsTheShippedReferencePermutation() throws {
+        let dir = try temporaryFolder(self)
+        let (permutation, path) = try Permutation.resolve(splitFile: nil, outputDirectory: dir, seed: 7)
+        XCTAssertEqual(path, Permutation.referenceFile)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/" + Permutation.defaultFileName), "nothing written")
+        XCTAssertEqual(Set(permutation), Set(0..<50_000))
+        if let shared = try SharedData.directory() {
+            XCTAssertEqual(permutation, try Permutation.read(path: shared + "/anp/cifar_shuffle.txt"))
+        }
+        XCTAssertThrowsError(try Permutation.resolve(splitFile: nil, outputDirectory: dir, seed: 7, count: 1000)) { error in
+            XCTAssertTrue("\(error)".contains("seeded"), "\(error)")
+        }
     }
 
     /// The fuzzer's saved split-file inputs (Tests/Fuzz) parse or are refused, never crash.

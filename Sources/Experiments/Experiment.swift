@@ -11,11 +11,11 @@ import Support
 import Training
 
 /// The numbers summary.json holds per attack.
-struct AttackOutcome: Equatable {
-    var cleanAccuracyBefore, asrBefore, cleanAccuracyAfter, asrAfter: Double
-    var threshold: Double
-    var prunedNeurons: Int
-    var seconds: Double
+public struct AttackOutcome: Equatable {
+    public var cleanAccuracyBefore, asrBefore, cleanAccuracyAfter, asrAfter: Double
+    public var threshold: Double
+    public var prunedNeurons: Int
+    public var seconds: Double
 
     var json: [String: Any] {
         ["clean_acc_before": cleanAccuracyBefore, "asr_before": asrBefore, "clean_acc_after": cleanAccuracyAfter,
@@ -25,9 +25,10 @@ struct AttackOutcome: Equatable {
 
 /// `backdoor run` and `backdoor sweep`: the stages of each attack in their folders of `root`
 /// (see docs/run-folder.md), resumable stage by stage.
-final class Experiment {
-    let settings: ExperimentSettings
-    let root: String
+public final class Experiment {
+    public let settings: ExperimentSettings
+    public let architecture: Architecture
+    public let root: String
     let resume: Bool
     let log: ExperimentLog
     let dataset: CIFAR10.DataSet
@@ -37,15 +38,17 @@ final class Experiment {
     let training: Backend
     let inference: Backend
     /// Stage folders that ran (not skipped) in this process, in order (for tests and the log).
-    private(set) var ranStages: [String] = []
+    public private(set) var ranStages: [String] = []
 
     /// Per attack: whether an earlier stage ran in this process (then every later one runs too).
     var upstreamRan = false
     private var attackSeconds = 0.0
 
-    init(settings: ExperimentSettings, root: String, dataDirectory: String?, splitFile: String?, resume: Bool,
-         quiet: Bool, training: Backend, inference: Backend) throws {
+    /// `dataDirectory` is the `--data-dir` flag (nil: $BACKDOOR_DATA_DIR, else ./data).
+    public init(settings: ExperimentSettings, root: String, dataDirectory: String?, resume: Bool,
+                quiet: Bool, training: Backend, inference: Backend) throws {
         self.settings = settings
+        architecture = try settings.model.architecture
         self.training = training
         self.inference = inference
         self.root = root
@@ -53,7 +56,7 @@ final class Experiment {
         try Folder.create(root)
         log = try ExperimentLog(directory: root, quiet: quiet, append: resume)
         dataset = try DataDirectory.load(flag: dataDirectory)
-        (permutation, splitSource) = try Permutation.resolve(splitFile: splitFile, outputDirectory: root, seed: settings.seed,
+        (permutation, splitSource) = try Permutation.resolve(splitFile: settings.data.splitFile, outputDirectory: root, seed: settings.seed,
                                                              count: dataset.train.count)
     }
 
@@ -64,7 +67,7 @@ final class Experiment {
     /// Runs every attack, writes summary.json after each (keeping other attacks of an earlier
     /// summary when resuming) and the report at the end.
     @discardableResult
-    func run(attacks: [PoisonType]) throws -> [PoisonType: AttackOutcome] {
+    public func run(attacks: [PoisonType]) throws -> [PoisonType: AttackOutcome] {
         var summary = readSummary()
         var outcomes: [PoisonType: AttackOutcome] = [:]
         for attack in attacks {
@@ -78,14 +81,14 @@ final class Experiment {
     }
 
     func runAttack(_ attack: PoisonType) throws -> AttackOutcome {
-        log.say("== \(attack.rawValue): \(settings.preset.rawValue) preset, \(settings.model.flagName) width \(settings.width), run folder \(root)")
+        log.say("== \(attack.rawValue): \(settings.preset) preset, \(architecture.flagName) width \(settings.model.width), run folder \(root)")
         let model = try trainedModel(attack)
         let evaluation = try evaluate(attack, upstream: model)
-        let anp = try optimizeMasks(attack, folderName: "anp", alpha: settings.anpAlpha, upstream: evaluation.stage)
+        let anp = try optimizeMasks(attack, folderName: "anp", alpha: settings.defense.anp.alpha, upstream: evaluation.stage)
         let pruned = try prune(attack, anp: anp)
         let outcome = AttackOutcome(cleanAccuracyBefore: evaluation.cleanAccuracy, asrBefore: evaluation.asr,
                                     cleanAccuracyAfter: pruned.cleanAccuracy, asrAfter: pruned.asr,
-                                    threshold: settings.threshold, prunedNeurons: pruned.prunedNeurons,
+                                    threshold: settings.defense.pruning.threshold, prunedNeurons: pruned.prunedNeurons,
                                     seconds: attackSeconds)
         log.say(String(format: "== %@: clean accuracy %.2f%% -> %.2f%%, ASR %.2f%% -> %.2f%% (threshold %g, %d neurons pruned), %@",
                        attack.rawValue, 100 * outcome.cleanAccuracyBefore, 100 * outcome.cleanAccuracyAfter,
@@ -139,45 +142,45 @@ final class Experiment {
     }
 
     private func attackSettings(_ poisonType: PoisonType, cleanLabelDirectory: String? = nil) -> AttackSettings {
-        AttackSettings(poisonType: poisonType, target: settings.target, rate: settings.poisonRate,
-                       patternPath: poisonType == .blend ? settings.triggerPattern : nil,
+        AttackSettings(poisonType: poisonType, target: settings.attack.target, rate: settings.attack.poisonRate,
+                       patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil,
                        cleanLabelDirectory: cleanLabelDirectory, seed: settings.seed)
     }
 
     private var dataConfig: [String: Any] {
-        ["split": splitSource, "val_frac": settings.valFrac, "train_limit": settings.trainLimit ?? NSNull(),
-         "test_limit": settings.testLimit ?? NSNull()]
+        ["split": splitSource, "val_frac": settings.data.valFrac, "train_limit": settings.data.trainLimit ?? NSNull(),
+         "test_limit": settings.evaluation.testLimit ?? NSNull()]
     }
 
     /// BadNets and Blend: the trigger, the poisoned-image count and an examples grid (the training
     /// stage poisons the same images again from the seed). Clean-label: PGD against the clean model,
     /// writing the poisoned attacker split as numpy arrays.
     private func poison(_ attack: PoisonType, upstream: StageFolder?) throws -> StageFolder {
-        var config: [String: Any] = ["attack": attack.rawValue, "poison_target": settings.target,
-                                     "poison_rate": settings.poisonRate, "seed": settings.seed, "data": dataConfig,
-                                     "trigger_pattern": (attack == .blend ? settings.triggerPattern : nil) ?? NSNull()]
-        let pgd = CleanLabelPGD(epsilon: Float(settings.pgdEpsilon), stepSize: Float(settings.pgdStep),
-                                iterations: settings.pgdIterations, restarts: settings.pgdRestarts)
+        var config: [String: Any] = ["attack": attack.rawValue, "poison_target": settings.attack.target,
+                                     "poison_rate": settings.attack.poisonRate, "seed": settings.seed, "data": dataConfig,
+                                     "trigger_pattern": (attack == .blend ? settings.attack.triggerPattern : nil) ?? NSNull()]
+        let pgd = CleanLabelPGD(epsilon: Float(settings.attack.pgd.eps), stepSize: Float(settings.attack.pgd.step),
+                                iterations: settings.attack.pgd.iterations, restarts: settings.attack.pgd.restarts)
         if attack == .cleanLabel {
-            config["pgd"] = ["eps": settings.pgdEpsilon, "step": settings.pgdStep, "iterations": settings.pgdIterations,
-                             "restarts": settings.pgdRestarts]
+            config["pgd"] = ["eps": settings.attack.pgd.eps, "step": settings.attack.pgd.step, "iterations": settings.attack.pgd.iterations,
+                             "restarts": settings.attack.pgd.restarts]
         }
         let outputs = [TriggerInfo.fileName, PoisonedSetFolder.examplesFile]
             + (attack == .cleanLabel ? [PoisonedSetFolder.dataFile] : [])
         return try stage(attack.rawValue, "poison", config: config, upstream: upstream, outputs: outputs) { folder, _ in
-            let attacker = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.valFrac).attacker)
+            let attacker = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.data.valFrac).attacker)
             if attack == .cleanLabel, let upstream {
                 let (model, _) = try Checkpoint.load(upstream.file("model_last.safetensors"), on: inference)
                 let trigger = try Trigger.checkerboard4Corner()
-                let chosen = try CleanLabelAttack.chooseImages(labels: attacker.labels, target: settings.target,
-                                                               rate: settings.poisonRate, seed: settings.seed)
-                log.say("clean-label PGD on \(chosen.count) class-\(settings.target) images, \(settings.pgdIterations) iterations")
+                let chosen = try CleanLabelAttack.chooseImages(labels: attacker.labels, target: settings.attack.target,
+                                                               rate: settings.attack.poisonRate, seed: settings.seed)
+                log.say("clean-label PGD on \(chosen.count) class-\(settings.attack.target) images, \(settings.attack.pgd.iterations) iterations")
                 let progress = ProgressBar(total: pgd.stepCount(images: chosen.count), label: "PGD", quiet: quiet)
-                let poisoned = try CleanLabelAttack.poison(attacker, classifier: model, target: settings.target,
-                                                           rate: settings.poisonRate, trigger: trigger, pgd: pgd,
+                let poisoned = try CleanLabelAttack.poison(attacker, classifier: model, target: settings.attack.target,
+                                                           rate: settings.attack.poisonRate, trigger: trigger, pgd: pgd,
                                                            seed: settings.seed, progress: progress)
                 progress.finish()
-                let info = try TriggerInfo(poisonType: attack.rawValue, trigger: trigger, target: settings.target)
+                let info = try TriggerInfo(poisonType: attack.rawValue, trigger: trigger, target: settings.attack.target)
                 try PoisonedSetFolder.export(poisoned, clean: attacker, triggerInfo: info, to: folder.path)
                 try writeJSON(["images": poisoned.count, "poisoned": poisoned.poisonedIndices.count], folder.file("poison.json"))
                 return
@@ -186,8 +189,8 @@ final class Experiment {
             let (info, note) = try attackSettings.triggerInfo()
             if let note { log.say("note: \(note)") }
             guard let info else { return }
-            let limited = dataset.train.subset(Array(DataSplit(permutation: permutation, valFrac: settings.valFrac)
-                .attacker.prefix(settings.trainLimit ?? attacker.count)))
+            let limited = dataset.train.subset(Array(DataSplit(permutation: permutation, valFrac: settings.data.valFrac)
+                .attacker.prefix(settings.data.trainLimit ?? attacker.count)))
             let poisoned = try attackSettings.trainingSet(attackerSet: limited, triggerInfo: info)
             try info.write(path: folder.file(TriggerInfo.fileName))
             let grid = ExampleGrid.make(clean: limited, poisoned: poisoned.images,
@@ -205,23 +208,25 @@ final class Experiment {
 
     /// Called after each training epoch's checkpoint with the stage folder's name (progress for a
     /// larger program); an error it throws stops the run as an interruption would, resumably.
-    var onEpoch: ((String, EpochRecord) throws -> Void)?
+    public var onEpoch: ((String, EpochRecord) throws -> Void)?
 
     private func train(_ attack: PoisonType, folderName: String, poisonType: PoisonType,
                        upstream: StageFolder?) throws -> TrainedModel {
         var trainingConfig = TrainingConfig()
-        trainingConfig.epochs = settings.epochs
-        trainingConfig.batchSize = settings.batchSize
-        trainingConfig.learningRate = Float(settings.learningRate)
-        trainingConfig.milestones = settings.milestones
-        trainingConfig.architecture = settings.model.rawValue
-        trainingConfig.width = settings.width
+        trainingConfig.epochs = settings.training.epochs
+        trainingConfig.batchSize = settings.training.batchSize
+        trainingConfig.learningRate = Float(settings.training.lr)
+        trainingConfig.milestones = settings.training.milestones
+        trainingConfig.architecture = architecture.rawValue
+        trainingConfig.width = settings.model.width
         trainingConfig.seed = settings.seed
-        trainingConfig.augment = settings.augment
+        trainingConfig.augment = settings.training.augment
+        trainingConfig.momentum = Float(settings.training.momentum)
+        trainingConfig.weightDecay = Float(settings.training.weightDecay)
         let config: [String: Any] = [
-            "attack": poisonType.rawValue, "model": settings.model.rawValue, "width": settings.width, "epochs": settings.epochs,
-            "batch_size": settings.batchSize, "lr": settings.learningRate, "milestones": settings.milestones,
-            "augment": settings.augment, "momentum": Double(trainingConfig.momentum), "weight_decay": Double(trainingConfig.weightDecay),
+            "attack": poisonType.rawValue, "model": architecture.rawValue, "width": settings.model.width, "epochs": settings.training.epochs,
+            "batch_size": settings.training.batchSize, "lr": settings.training.lr, "milestones": settings.training.milestones,
+            "augment": settings.training.augment, "momentum": Double(trainingConfig.momentum), "weight_decay": Double(trainingConfig.weightDecay),
             "seed": settings.seed, "data": dataConfig,
         ]
         let attackSettings = attackSettings(poisonType, cleanLabelDirectory: upstream?.path)
@@ -229,8 +234,8 @@ final class Experiment {
         let outputs = ["model_last.safetensors", "train_log.jsonl"] + (info == nil ? [] : ["samples.png"])
         let folder = try stage(attack.rawValue, folderName, config: config, upstream: upstream, outputs: outputs) { folder, continuing in
             let data = try ExperimentData.make(dataset: dataset, permutation: permutation, settings: attackSettings,
-                                               triggerInfo: info, valFrac: settings.valFrac, trainLimit: settings.trainLimit,
-                                               testLimit: settings.testLimit)
+                                               triggerInfo: info, valFrac: settings.data.valFrac, trainLimit: settings.data.trainLimit,
+                                               testLimit: settings.evaluation.testLimit)
             let trainer = try Trainer(config: trainingConfig, trainSet: data.train, cleanTest: data.cleanTest,
                                       poisonTest: data.poisonTest, outputDirectory: folder.path,
                                       backend: training)
@@ -242,7 +247,7 @@ final class Experiment {
                               path: folder.file("samples.png"))
             }
             log.say("training \(trainer.model.description) (\(trainer.model.parameterCount) parameters) on \(data.train.count) images "
-                + "(\(data.poisonedCount) poisoned) for \(settings.epochs) epochs, \(training.summary)")
+                + "(\(data.poisonedCount) poisoned) for \(settings.training.epochs) epochs, \(training.summary)")
             let start = Date()
             var firstEpoch: Int?
             trainer.onEpoch = { [self] record in
@@ -251,10 +256,10 @@ final class Experiment {
                 firstEpoch = first
                 let done = record.epoch - first + 1
                 let elapsed = Date().timeIntervalSince(start)
-                let eta = elapsed / Double(done) * Double(settings.epochs - record.epoch)
+                let eta = elapsed / Double(done) * Double(settings.training.epochs - record.epoch)
                 let asr = info == nil ? "" : String(format: ", ASR %.2f%%", 100 * record.poisonAcc)
                 log.say(String(format: "%@/%@: epoch %d/%d, clean accuracy %.2f%%%@, elapsed %@, eta %@",
-                               attack.rawValue, folderName, record.epoch, settings.epochs, 100 * record.cleanAcc,
+                               attack.rawValue, folderName, record.epoch, settings.training.epochs, 100 * record.cleanAcc,
                                asr, ProgressBar.clock(elapsed), ProgressBar.clock(eta)))
                 try onEpoch?(folderName, record)
             }
@@ -280,7 +285,7 @@ final class Experiment {
 
     /// The test images of the before/after numbers (all, unless --eval-limit).
     var evaluationTest: ImageSet {
-        guard let limit = settings.evalLimit, limit < dataset.test.count else { return dataset.test }
+        guard let limit = settings.evaluation.evalLimit, limit < dataset.test.count else { return dataset.test }
         return dataset.test.subset(Array(0..<limit))
     }
 

@@ -12,13 +12,13 @@ import Training
 extension Experiment {
     func anpConfig(alpha: Double) -> ANPConfig {
         var config = ANPConfig()
-        config.eps = Float(settings.anpEps)
-        config.steps = settings.anpSteps
+        config.eps = Float(settings.defense.anp.eps)
+        config.steps = settings.defense.anp.steps
         config.alpha = Float(alpha)
-        config.learningRate = Float(settings.anpLearningRate)
-        config.iterations = settings.anpIterations
-        config.printEvery = settings.anpPrintEvery
-        config.batchSize = settings.anpBatchSize
+        config.learningRate = Float(settings.defense.anp.lr)
+        config.iterations = settings.defense.anp.iterations
+        config.printEvery = settings.defense.anp.printEvery
+        config.batchSize = settings.defense.anp.batchSize
         config.seed = settings.seed
         return config
     }
@@ -29,10 +29,10 @@ extension Experiment {
                        attackFolder: String? = nil) throws -> StageFolder {
         let config = anpConfig(alpha: alpha)
         let stageConfig: [String: Any] = [
-            "eps": settings.anpEps, "steps": settings.anpSteps, "alpha": alpha, "lr": settings.anpLearningRate,
-            "iterations": settings.anpIterations, "print_every": settings.anpPrintEvery,
-            "batch_size": settings.anpBatchSize, "seed": settings.seed, "defender_frac": settings.anpFrac,
-            "test_limit": settings.testLimit ?? NSNull(),
+            "eps": settings.defense.anp.eps, "steps": settings.defense.anp.steps, "alpha": alpha, "lr": settings.defense.anp.lr,
+            "iterations": settings.defense.anp.iterations, "print_every": settings.defense.anp.printEvery,
+            "batch_size": settings.defense.anp.batchSize, "seed": settings.seed, "defender_frac": settings.defense.anp.frac,
+            "test_limit": settings.evaluation.testLimit ?? NSNull(),
         ]
         let trainFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/train")
         return try stage(attackFolder ?? attack.rawValue, folderName, config: stageConfig, upstream: upstream,
@@ -40,8 +40,8 @@ extension Experiment {
             let (model, _) = try Checkpoint.load(trainFolder + "/model_last.safetensors", on: inference)
             let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName)
             var test = dataset.test
-            if let limit = settings.testLimit, limit < test.count { test = test.subset(Array(0..<limit)) }
-            let defender = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.anpFrac).defender)
+            if let limit = settings.evaluation.testLimit, limit < test.count { test = test.subset(Array(0..<limit)) }
+            let defender = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.defense.anp.frac).defender)
             let data = ANPData(defender: defender, cleanTest: test,
                                poisonTest: try Poisoning.testSet(test, trigger: info.trigger, target: info.target))
             let statePath = folder.file(ANP.stateFileName)
@@ -52,8 +52,8 @@ extension Experiment {
             try AtomicFile.write(kept.map { $0 + "\n" }.joined(), to: jsonPath)
             let jsonLog = try JSONLinesWriter(path: jsonPath, truncate: false)
             let textLog = try TextLogWriter(path: textPath, truncate: resumedAt == 0)
-            let header = "ANP on \(trainFolder)/model_last.safetensors: \(defender.count) defender images, eps \(settings.anpEps), "
-                + "alpha \(alpha), \(settings.anpIterations) iterations" + (resumedAt > 0 ? ", resuming at \(resumedAt)" : "")
+            let header = "ANP on \(trainFolder)/model_last.safetensors: \(defender.count) defender images, eps \(settings.defense.anp.eps), "
+                + "alpha \(alpha), \(settings.defense.anp.iterations) iterations" + (resumedAt > 0 ? ", resuming at \(resumedAt)" : "")
             log.say(header)
             textLog.append(header)
             textLog.append(ANPLogEntry.header)
@@ -101,9 +101,9 @@ extension Experiment {
     /// pruned at the chosen threshold (on the evaluation test set, as the evaluation stage).
     func prune(_ attack: PoisonType, anp: StageFolder) throws -> Pruned {
         let trainFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/train")
-        let config: [String: Any] = ["threshold": settings.threshold, "pruning_max": settings.pruningMax,
-                                     "pruning_step": settings.pruningStep, "number_rows": Self.numberRows,
-                                     "sweep_test_limit": settings.testLimit ?? NSNull(), "test_images": evaluationTest.count]
+        let config: [String: Any] = ["threshold": settings.defense.pruning.threshold, "pruning_max": settings.defense.pruning.max,
+                                     "pruning_step": settings.defense.pruning.step, "number_rows": Self.numberRows,
+                                     "sweep_test_limit": settings.evaluation.testLimit ?? NSNull(), "test_images": evaluationTest.count]
         let outputs = [Pruning.Mode.threshold.fileName, Pruning.Mode.number.fileName, "result.json"]
         let folder = try stage(attack.rawValue, "prune", config: config, upstream: anp, outputs: outputs) { folder, _ in
             let modelPath = trainFolder + "/model_last.safetensors"
@@ -113,17 +113,17 @@ extension Experiment {
             let evaluate = { (model: Model) in try BackdoorMetrics.evaluate(model, clean: sets.clean, poison: sets.poison) }
             // The sweeps evaluate dozens of models: on the --test-limit subset; the chosen
             // threshold on the whole test set.
-            let sweepTest = settings.testLimit.map { dataset.test.subset(Array(0..<min($0, dataset.test.count))) } ?? dataset.test
+            let sweepTest = settings.evaluation.testLimit.map { dataset.test.subset(Array(0..<min($0, dataset.test.count))) } ?? dataset.test
             let sweepPoison = try Poisoning.testSet(sweepTest, trigger: info.trigger, target: info.target)
             let evaluateSweep = { (model: Model) in
                 try BackdoorMetrics.evaluate(model, clean: sweepTest, poison: sweepPoison)
             }
-            let thresholds = Pruning.thresholds(max: settings.pruningMax, step: settings.pruningStep)
+            let thresholds = Pruning.thresholds(max: settings.defense.pruning.max, step: settings.defense.pruning.step)
             let perNumberRow = Double(max(1, scores.count / 2 / Self.numberRows))
             let numberMax = perNumberRow * Double(Self.numberRows)
             let progress = ProgressBar(total: thresholds.count + Self.numberRows + 2, label: "pruning", quiet: quiet)
             let rowLog = try JSONLinesWriter(path: folder.file("pruning_log.jsonl"), truncate: true)
-            for (mode, max, step) in [(Pruning.Mode.threshold, settings.pruningMax, settings.pruningStep),
+            for (mode, max, step) in [(Pruning.Mode.threshold, settings.defense.pruning.max, settings.defense.pruning.step),
                                       (.number, numberMax, perNumberRow)] {
                 let (model, _) = try Checkpoint.load(modelPath, on: inference)
                 let rows = try Pruning.sweep(model, scores: scores, mode: mode, max: max, step: step, evaluate: evaluateSweep) { row in
@@ -135,14 +135,14 @@ extension Experiment {
                 try AtomicFile.write(Pruning.sweepText(rows, mode: mode), to: folder.file(mode.fileName))
             }
             let (model, _) = try Checkpoint.load(modelPath, on: inference)
-            let chosen = Pruning.neurons(scores, atOrBelow: settings.threshold)
+            let chosen = Pruning.neurons(scores, atOrBelow: settings.defense.pruning.threshold)
             try Pruning.prune(model, neurons: chosen)
             let after = try evaluate(model)
             progress.finish()
             try Checkpoint.save(model, to: folder.file("model_pruned.safetensors"), extraMetadata: [
-                "anp_threshold": "\(settings.threshold)", "anp_pruned_neurons": "\(chosen.count)",
+                "anp_threshold": "\(settings.defense.pruning.threshold)", "anp_pruned_neurons": "\(chosen.count)",
             ])
-            try writeJSON(["threshold": settings.threshold, "pruned_neurons": chosen.count, "total_neurons": scores.count,
+            try writeJSON(["threshold": settings.defense.pruning.threshold, "pruned_neurons": chosen.count, "total_neurons": scores.count,
                            "clean_acc": after.cleanAccuracy, "asr": after.poisonAccuracy, "clean_loss": after.cleanLoss,
                            "poison_loss": after.poisonLoss], folder.file("result.json"))
         }
@@ -169,7 +169,7 @@ extension Experiment {
     }
 
     func writeSummary(_ attacks: [String: Any]) throws {
-        try writeJSON(["attacks": attacks, "preset": settings.preset.rawValue, "config": settings.json], summaryPath)
+        try writeJSON(["attacks": attacks, "preset": settings.preset, "config": ExperimentConfigFile.jsonObject(settings)], summaryPath)
     }
 
     func writeReport() throws {

@@ -1,0 +1,34 @@
+import Attacks
+import Datasets
+import Foundation
+
+/// The images of one experiment: the attacker's (possibly poisoned) training split, the clean
+/// test set and the ASR test set, with the trigger information saved beside the outputs.
+public struct ExperimentData {
+    public var train: ImageSet
+    public var cleanTest: ImageSet
+    public var poisonTest: ImageSet?
+    public var poisonedCount: Int
+    public var triggerInfo: TriggerInfo?
+
+    /// The experiment's images from a loaded dataset and split (no files written): the attacker's
+    /// split (after the first `valFrac` of the permutation) poisoned by `settings`, limited to
+    /// `trainLimit` images, and the first `testLimit` test images with their triggered twins.
+    public static func make(dataset: CIFAR10.DataSet, permutation: [Int], settings: AttackSettings, triggerInfo info: TriggerInfo?,
+                     valFrac: Double, trainLimit: Int?, testLimit: Int?) throws -> ExperimentData {
+        let attacker = DataSplit(permutation: permutation, valFrac: valFrac).attacker
+        var test = dataset.test
+        if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
+        // Clean-label folders hold the whole attacker split; other attacks poison the limited set.
+        let limitFirst = settings.poisonType != .cleanLabel
+        let attackerSet = dataset.train.subset(limitFirst ? Array(attacker.prefix(trainLimit ?? attacker.count)) : attacker)
+        var poisoned = try settings.trainingSet(attackerSet: attackerSet, triggerInfo: info)
+        if !limitFirst, let trainLimit, trainLimit < poisoned.count {
+            let kept = Array(0..<trainLimit)
+            poisoned = PoisonedTrainingSet(images: poisoned.images.subset(kept), isPoisoned: kept.map { poisoned.isPoisoned[$0] })
+        }
+        let poisonTest = try info.map { try Poisoning.testSet(test, trigger: $0.trigger, target: $0.target) }
+        return ExperimentData(train: poisoned.images, cleanTest: test, poisonTest: poisonTest,
+                              poisonedCount: poisoned.poisonedIndices.count, triggerInfo: info)
+    }
+}

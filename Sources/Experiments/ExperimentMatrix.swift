@@ -1,0 +1,99 @@
+import Attacks
+import Backend
+import Datasets
+import Defenses
+import Foundation
+import Models
+import Reports
+import Support
+import Training
+
+/// `backdoor run`: the attack x defense (x model x seed) matrix. Each (attack, model, seed) is
+/// trained once in its cell folder; every defense then runs on that model in a stage of its own
+/// (`<attack>/defense-<name>/`, resumable: a changed defense setting reruns only that stage).
+/// Without defenses the cells run the ANP chain (anp/, prune/, summary.json) as before.
+public enum ExperimentRunner {
+    @discardableResult
+    public static func run(_ settings: ExperimentSettings, root: String, dataDirectory: String?, resume: Bool, quiet: Bool,
+                           training: Backend, inference: Backend,
+                           onEpoch: ((String, EpochRecord) throws -> Void)? = nil) throws -> Leaderboard? {
+        let attacks = try settings.attackList()
+        let defenses = try settings.defenseList()
+        try Folder.create(root)
+        try AtomicFile.write(try ExperimentConfigFile.yaml(settings), to: (root as NSString).appendingPathComponent("config.yaml"))
+        var cells: [Leaderboard.Cell] = []
+        for cell in try settings.cells() {
+            let folder = settings.cellFolder(root: root, of: cell)
+            let experiment = try Experiment(settings: cell, root: folder, dataDirectory: dataDirectory, resume: resume,
+                                            quiet: quiet, training: training, inference: inference)
+            experiment.onEpoch = onEpoch
+            if defenses.isEmpty {
+                try experiment.run(attacks: attacks)
+                continue
+            }
+            let relative = String(folder.dropFirst(root.count)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+            for attack in attacks {
+                let trained = try experiment.trainedModel(attack)
+                let trainedRan = experiment.upstreamRan
+                for name in defenses {
+                    experiment.upstreamRan = trainedRan  // defenses are siblings: one running does not rerun the next
+                    let result = try experiment.defend(attack, with: name, trained: trained)
+                    cells.append(Leaderboard.Cell(
+                        attack: attack.rawValue, defense: name, model: cell.model.name, seed: cell.seed,
+                        cleanBefore: result.before.cleanAccuracy, asrBefore: result.before.attackSuccessRate ?? 0,
+                        cleanAfter: result.after.cleanAccuracy, asrAfter: result.after.attackSuccessRate ?? 0,
+                        robustBefore: result.before.robustAccuracy, robustAfter: result.after.robustAccuracy,
+                        seconds: result.seconds,
+                        folder: ((relative.isEmpty ? "" : relative + "/") + "\(attack.rawValue)/defense-\(name)")))
+                }
+            }
+        }
+        guard !defenses.isEmpty else { return nil }
+        let board = Leaderboard(cells: cells)
+        try board.write(directory: root)
+        let written = try ReportBuilder.write(runDirectory: root)
+        if !quiet {
+            print(board.table)
+            print("leaderboard: \(root)/\(Leaderboard.jsonFileName), \(Leaderboard.csvFileName); report: \(written.htmlPath)")
+        }
+        return board
+    }
+}
+
+extension Experiment {
+    /// The defense stage: the defense (with the config's settings over its defaults) on the trained
+    /// model, judged before and after on the evaluation test images.
+    func defend(_ attack: PoisonType, with name: String, trained: TrainedModel) throws -> DefenseResult {
+        let overrides = settings.defense.settings[name] ?? [:]
+        let defense = try DefenseRegistry.make(name, overrides: overrides, seed: settings.seed)
+        let fraction = settings.defense.cleanFrac ?? type(of: defense).defaultCleanFraction
+        let config: [String: Any] = ["defense": name, "settings": defense.settings, "clean_frac": fraction,
+                                     "seed": settings.seed, "test_images": evaluationTest.count]
+        let folder = try stage(attack.rawValue, "defense-\(name)", config: config, upstream: trained.stage,
+                               outputs: [DefenseResult.fileName, "model.safetensors"]) { folder, _ in
+            let (model, _) = try Checkpoint.load(trained.modelPath, on: inference)
+            let clean = dataset.train.subset(DataSplit(permutation: permutation, valFrac: fraction).defender)
+            let info = try TriggerInfo.read(path: trained.stage.file(TriggerInfo.fileName))
+            _ = try DefenseRun.run(defense, checkpoint: trained.modelPath, model: model, clean: clean, cleanSource: splitSource,
+                                   test: evaluationTest, triggerInfo: info, directory: folder.path, quiet: true)
+        }
+        let result = try DefenseResult.read(path: folder.file(DefenseResult.fileName))
+        log.say("\(attack.rawValue)/defense-\(name): " + DefenseRun.describe(result.before) + " -> "
+            + DefenseRun.describe(result.after) + String(format: " (%.1f s)", result.seconds))
+        return result
+    }
+}
+
+extension Leaderboard {
+    /// The rows as an aligned text table for the terminal.
+    public var table: String {
+        func p(_ s: Statistic?) -> String { s.map { String(format: "%6.2f", 100 * $0.mean) } ?? "     -" }
+        let header = "attack        defense  model            seeds  clean_before  asr_before  clean_after  asr_after  robust    DER"
+        return ([header] + rows.map { r in
+            r.attack.padding(toLength: 14, withPad: " ", startingAt: 0) + r.defense.padding(toLength: 9, withPad: " ", startingAt: 0)
+                + r.model.padding(toLength: 17, withPad: " ", startingAt: 0) + String(format: "%5d", r.seeds.count)
+                + "        \(p(r.cleanAccBefore))      \(p(r.asrBefore))       \(p(r.cleanAcc))     \(p(r.asr))  \(p(r.robustAcc))"
+                + String(format: "  %.3f", r.der.mean)
+        }).joined(separator: "\n")
+    }
+}

@@ -1,0 +1,267 @@
+import Attacks
+import Defenses
+import Foundation
+import Models
+
+/// Everything one `backdoor run` (or `sweep`) runs with, nested by concern. A preset file, then a
+/// `--config` file, then the flags are laid over these defaults (the reference's, i.e. the
+/// homework's); see `ExperimentConfigFile`. Encoded with snake_case keys, it is the YAML config,
+/// summary.json's "config", and (section by section) each stage's config.json.
+public struct ExperimentSettings: Codable, Equatable, ConfigSection {
+    /// The preset the settings started from (a file in Presets/), recorded for the report.
+    public var preset = "homework"
+    public var data = DataSettings()
+    public var model = ModelSettings()
+    public var training = TrainingSettings()
+    public var attack = AttackSection()
+    public var defense = DefenseSection()
+    public var evaluation = EvaluationSettings()
+    /// What `backdoor run` runs: every attack x model x seed trained once, every defense on each.
+    public var matrix = MatrixSettings()
+    /// Seed of initialisation, shuffling, augmentation, poisoning, a generated split and the defenses.
+    public var seed: UInt64 = 0
+
+    public init() {}
+
+    public struct DataSettings: Codable, Equatable, ConfigSection {
+        /// Permutation of the 50,000 training indices; nil: the reference's (shipped); "seeded": one from `seed`.
+        public var splitFile: String?
+        /// The defender holds the first `val_frac` of the permutation; training uses the rest.
+        public var valFrac = 0.1
+        /// Train on the first N images of the attacker's split only.
+        public var trainLimit: Int?
+        public init() {}
+    }
+
+    public struct ModelSettings: Codable, Equatable, ConfigSection {
+        /// A `--model` name.
+        public var name = Architecture.resnet18.flagName
+        /// The ResNet family's base width; the other models keep their reference width.
+        public var width = 64
+        public init() {}
+
+        public var architecture: Architecture {
+            get throws {
+                guard let a = Architecture(flagName: name) else {
+                    throw ConfigError(key: "model.name", "unknown model \"\(name)\"; expected one of "
+                        + Architecture.allCases.map(\.flagName).joined(separator: ", "))
+                }
+                return a
+            }
+        }
+
+        /// A preset's width is the ResNet family's; the other models keep their reference width.
+        public mutating func useReferenceWidthOutsideResNets() throws {
+            let a = try architecture
+            if !a.takesWidthFlag { width = a.referenceWidth }
+        }
+    }
+
+    /// The reference's train_backdoor_cifar.py.
+    public struct TrainingSettings: Codable, Equatable, ConfigSection {
+        public var epochs = 50
+        public var batchSize = 128
+        public var lr = 0.1
+        public var milestones = [30, 40]
+        public var momentum = 0.9
+        public var weightDecay = 5e-4
+        /// Random crop and flip.
+        public var augment = true
+        public init() {}
+    }
+
+    public struct AttackSection: Codable, Equatable, ConfigSection {
+        public var poisonRate = 0.1
+        public var target = 0
+        /// 32x32 PNG for the Blend trigger; nil: the papers' pattern (shipped); "seeded": the tool's seeded noise.
+        public var triggerPattern: String?
+        public var pgd = PGDSettings()
+        public init() {}
+    }
+
+    /// The clean-label attack's PGD (its clean model trains with the training settings).
+    public struct PGDSettings: Codable, Equatable, ConfigSection {
+        public var iterations = 100
+        public var restarts = 1
+        public var eps = 16.0 / 255
+        public var step = 2.0 / 255
+        public init() {}
+    }
+
+    public struct DefenseSection: Codable, Equatable, ConfigSection {
+        /// The ANP chain's stages (anp/, prune/; the reference's optimize_mask_cifar.py).
+        public var anp = ANPSettings()
+        public var pruning = PruningSettings()
+        /// Settings of the defenses of the matrix by name, over each defense's defaults
+        /// (e.g. `clp: {u: 3}`); `backdoor defend --help` lists them.
+        public var settings: [String: [String: Double]] = [:]
+        /// The defender's share of the training set for the matrix's defenses; nil: each defense's own default.
+        public var cleanFrac: Double?
+        public init() {}
+    }
+
+    public struct ANPSettings: Codable, Equatable, ConfigSection {
+        /// The defender's clean share of the training set.
+        public var frac = 0.01
+        public var eps = 0.4
+        public var steps = 1
+        public var alpha = 0.2
+        public var lr = 0.2
+        public var iterations = 2000
+        public var printEvery = 500
+        public var batchSize = 128
+        public init() {}
+    }
+
+    /// prune_neuron_cifar.py: the threshold sweep 0, step, ..., max and the chosen threshold.
+    public struct PruningSettings: Codable, Equatable, ConfigSection {
+        public var threshold = 0.2
+        public var max = 0.9
+        public var step = 0.05
+        public init() {}
+    }
+
+    public struct EvaluationSettings: Codable, Equatable, ConfigSection {
+        /// Per-epoch, ANP-log and pruning-sweep evaluations on the first N test images.
+        public var testLimit: Int?
+        /// The before/after numbers (summary.json, leaderboard) on the first N test images; nil: all.
+        public var evalLimit: Int?
+        public init() {}
+    }
+
+    public struct MatrixSettings: Codable, Equatable, ConfigSection {
+        /// Attack names, or ["all"].
+        public var attacks = ["badnets"]
+        /// Defense names (`backdoor defend`'s), or ["all"]; empty: the ANP chain (anp/, prune/) only.
+        public var defenses: [String] = []
+        /// Model names; empty: `model.name` alone.
+        public var models: [String] = []
+        /// Seeds; empty: `seed` alone.
+        public var seeds: [UInt64] = []
+        public init() {}
+    }
+
+    // MARK: Checks
+
+    /// Every value in its range; the error names the dotted key (ConfigError's source is set by the caller).
+    public func validate() throws {
+        func atLeastOne(_ value: Int?, _ key: String) throws {
+            if let value, value < 1 { throw ConfigError.outOfRange(key, value, expected: "at least 1") }
+        }
+        func fraction(_ value: Double?, _ key: String, openAtZero: Bool = false) throws {
+            guard let value else { return }
+            if !(0...1).contains(value) || (openAtZero && value == 0) {
+                throw ConfigError.outOfRange(key, value, expected: "a number in \(openAtZero ? "(0" : "[0"), 1]")
+            }
+        }
+        func positive(_ value: Double, _ key: String) throws {
+            if !(value > 0 && value.isFinite) { throw ConfigError.outOfRange(key, value, expected: "a positive number") }
+        }
+        func nonNegative(_ value: Double, _ key: String) throws {
+            if !(value >= 0 && value.isFinite) { throw ConfigError.outOfRange(key, value, expected: "a number >= 0") }
+        }
+        _ = try model.architecture
+        if !(1...256).contains(model.width) { throw ConfigError.outOfRange("model.width", model.width, expected: "1...256") }
+        try fraction(data.valFrac, "data.val_frac")
+        try atLeastOne(data.trainLimit, "data.train_limit")
+        try atLeastOne(training.epochs, "training.epochs")
+        try atLeastOne(training.batchSize, "training.batch_size")
+        try positive(training.lr, "training.lr")
+        if training.milestones.contains(where: { $0 < 1 }) || training.milestones != training.milestones.sorted() {
+            throw ConfigError(key: "training.milestones", "expected increasing epochs of at least 1, got \(training.milestones)")
+        }
+        try fraction(training.momentum, "training.momentum")
+        try nonNegative(training.weightDecay, "training.weight_decay")
+        try fraction(attack.poisonRate, "attack.poison_rate")
+        if !(0...9).contains(attack.target) { throw ConfigError.outOfRange("attack.target", attack.target, expected: "a class in 0-9") }
+        try atLeastOne(attack.pgd.iterations, "attack.pgd.iterations")
+        if attack.pgd.restarts < 0 { throw ConfigError.outOfRange("attack.pgd.restarts", attack.pgd.restarts, expected: "at least 0") }
+        try positive(attack.pgd.eps, "attack.pgd.eps")
+        try positive(attack.pgd.step, "attack.pgd.step")
+        try fraction(defense.anp.frac, "defense.anp.frac", openAtZero: true)
+        try nonNegative(defense.anp.eps, "defense.anp.eps")
+        try atLeastOne(defense.anp.steps, "defense.anp.steps")
+        try fraction(defense.anp.alpha, "defense.anp.alpha")
+        try positive(defense.anp.lr, "defense.anp.lr")
+        try atLeastOne(defense.anp.iterations, "defense.anp.iterations")
+        try atLeastOne(defense.anp.printEvery, "defense.anp.print_every")
+        try atLeastOne(defense.anp.batchSize, "defense.anp.batch_size")
+        try fraction(defense.pruning.threshold, "defense.pruning.threshold")
+        try fraction(defense.pruning.max, "defense.pruning.max")
+        try positive(defense.pruning.step, "defense.pruning.step")
+        try fraction(defense.cleanFrac, "defense.clean_frac", openAtZero: true)
+        try atLeastOne(evaluation.testLimit, "evaluation.test_limit")
+        try atLeastOne(evaluation.evalLimit, "evaluation.eval_limit")
+        _ = try attackList()
+        _ = try defenseList()
+        for (name, values) in defense.settings {
+            do { _ = try DefenseRegistry.make(name, overrides: values) } catch let error as DefenseSettingError {
+                throw ConfigError(key: "defense.settings.\(name)", error.description)
+            }
+        }
+    }
+
+    // MARK: The matrix's cells
+
+    public func attackList() throws -> [PoisonType] {
+        let names = matrix.attacks == ["all"] ? PoisonType.experimentAttacks.map(\.rawValue) : matrix.attacks
+        guard !names.isEmpty else { throw ConfigError(key: "matrix.attacks", "is empty; expected e.g. [badnets, blend]") }
+        var out: [PoisonType] = []
+        for name in names {
+            guard let attack = PoisonType(rawValue: name), PoisonType.experimentAttacks.contains(attack) else {
+                throw ConfigError(key: "matrix.attacks", "unknown attack \"\(name)\"; expected "
+                    + PoisonType.experimentAttacks.map(\.rawValue).joined(separator: ", ") + " or all")
+            }
+            if !out.contains(attack) { out.append(attack) }
+        }
+        return out
+    }
+
+    public func defenseList() throws -> [String] {
+        let names = matrix.defenses == ["all"] ? DefenseRegistry.names : matrix.defenses
+        for name in names where DefenseRegistry.type(named: name) == nil {
+            throw ConfigError(key: "matrix.defenses", "unknown defense \"\(name)\"; expected "
+                + DefenseRegistry.names.joined(separator: ", ") + " or all")
+        }
+        for (name, values) in defense.settings {
+            guard let type = DefenseRegistry.type(named: name) else {
+                throw ConfigError(key: "defense.settings.\(name)", "unknown defense; expected one of "
+                    + DefenseRegistry.names.joined(separator: ", "))
+            }
+            for key in values.keys.sorted() where type.defaults[key] == nil {
+                throw ConfigError(key: "defense.settings.\(name).\(key)", "is not a setting of \(name); its settings are "
+                    + type.defaults.keys.sorted().joined(separator: ", "))
+            }
+        }
+        return names.reduce(into: []) { if !$0.contains($1) { $0.append($1) } }
+    }
+
+    /// The (model, seed) pairs of the matrix, each with the settings of its cell.
+    public func cells() throws -> [ExperimentSettings] {
+        let models = matrix.models.isEmpty ? [model.name] : matrix.models
+        let seeds = matrix.seeds.isEmpty ? [seed] : matrix.seeds
+        return try models.flatMap { name in
+            try seeds.map { seed in
+                var cell = self
+                cell.model.name = name
+                try cell.model.useReferenceWidthOutsideResNets()
+                cell.seed = seed
+                cell.matrix.models = []
+                cell.matrix.seeds = []
+                return cell
+            }
+        }
+    }
+
+    /// The folder of one (model, seed) cell under the run folder: the run folder itself when the
+    /// matrix has one model and one seed (the layout of docs/run-folder.md), else `<model>/seed-<s>`.
+    public func cellFolder(root: String, of cell: ExperimentSettings) -> String {
+        guard matrix.models.count > 1 || matrix.seeds.count > 1 else { return root }
+        return (root as NSString).appendingPathComponent("\(cell.model.name)/seed-\(cell.seed)")
+    }
+}
+
+extension PoisonType {
+    /// The attacks `backdoor run` runs, in the report's order.
+    public static let experimentAttacks: [PoisonType] = PoisonType.allCases.filter { $0 != .benign }
+}

@@ -1,0 +1,96 @@
+import Attacks
+import Defenses
+import Foundation
+import XCTest
+@testable import Experiments
+
+/// YAML configs: layering (defaults <- preset <- file <- flags), strict keys and types, and the
+/// round trip YAML -> value -> config.json -> value.
+final class ExperimentConfigTests: XCTestCase {
+    private func file(_ text: String) throws -> String {
+        let path = NSTemporaryDirectory() + "config-\(UUID().uuidString).yaml"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func testAFileOverAPresetAndFlagsOverTheFileRoundTrip() throws {
+        let path = try file("""
+            preset: quick
+            training: {epochs: 3, milestones: [2]}
+            attack: {target: 5, pgd: {eps: 0.03}}
+            defense:
+              settings: {clp: {u: 2.5}}
+              clean_frac: 0.05
+            matrix: {attacks: [badnets, blend], defenses: [clp, anp], seeds: [0, 1]}
+            """)
+        let settings = try ExperimentConfigFile.settings(preset: "homework", configFile: path,
+                                                         flags: ["training.epochs": 4, "seed": UInt64(7)])
+        XCTAssertEqual(settings.preset, "quick", "the file's preset wins over the flag's")
+        XCTAssertEqual(settings.model.width, 16, "from the quick preset")
+        XCTAssertEqual(settings.training.epochs, 4, "the flag wins over the file")
+        XCTAssertEqual(settings.training.milestones, [2])
+        XCTAssertEqual(settings.training.lr, 0.05, "from the quick preset")
+        XCTAssertEqual(settings.training.momentum, 0.9, "from the defaults")
+        XCTAssertEqual(settings.attack.target, 5)
+        XCTAssertEqual(settings.attack.pgd.eps, 0.03)
+        XCTAssertEqual(settings.attack.pgd.iterations, 20, "a nested section merges key by key")
+        XCTAssertEqual(settings.defense.settings, ["clp": ["u": 2.5]])
+        XCTAssertEqual(settings.defense.cleanFrac, 0.05)
+        XCTAssertEqual(settings.seed, 7)
+        XCTAssertEqual(try settings.attackList(), [.badnets, .blend])
+        XCTAssertEqual(try settings.cells().map(\.seed), [0, 1])
+
+        // YAML -> value -> YAML file -> value, and value -> config.json -> value.
+        let yaml = try ExperimentConfigFile.yaml(settings)
+        let again = try ExperimentConfigFile.settings(preset: "homework", configFile: try file(yaml))
+        XCTAssertEqual(again, settings)
+        let json = ExperimentConfigFile.jsonObject(settings)
+        XCTAssertEqual((json["training"] as? [String: Any])?["batch_size"] as? Int, 128, "config.json keys are snake_case")
+        let data = try JSONSerialization.data(withJSONObject: json)
+        let decoded = try ExperimentConfigFile.settings(json: try XCTUnwrap(JSONSerialization.jsonObject(with: data) as? [String: Any]),
+                                                        source: "config.json")
+        XCTAssertEqual(decoded, settings)
+    }
+
+    func testBadConfigsNameTheFileTheKeyAndWhatIsExpected() throws {
+        let cases: [(String, String, String)] = [
+            ("trainig: {epochs: 2}", "trainig", "unknown key; expected one of preset, data, model, training"),
+            ("training: {epochs: two}", "training.epochs", "expected an integer"),
+            ("training: {augment: 3}", "training.augment", "expected true or false"),
+            ("training: {epochs: 0}", "training.epochs", "is out of range: expected at least 1"),
+            ("training: [1, 2]", "training", "expected a mapping"),
+            ("attack: {pgd: {stepsize: 1}}", "attack.pgd.stepsize", "unknown key; expected one of iterations, restarts, eps, step"),
+            ("matrix: {attacks: [badnets, trojan]}", "matrix.attacks", "unknown attack \"trojan\""),
+            ("matrix: {defenses: [clp, magic]}", "matrix.defenses", "unknown defense \"magic\""),
+            ("defense: {settings: {clp: {v: 1}}}", "defense.settings.clp.v", "is not a setting of clp"),
+            ("defense: {settings: {magic: {v: 1}}}", "defense.settings.magic", "unknown defense"),
+            ("model: {name: resnet50}", "model.name", "unknown model \"resnet50\""),
+            ("- just\n- a list", "(document)", "expected a mapping"),
+            ("training: {epochs: [", "(document)", "is not valid YAML"),
+        ]
+        for (text, key, expected) in cases {
+            let path = try file(text)
+            XCTAssertThrowsError(try ExperimentConfigFile.settings(preset: "quick", configFile: path), text) { error in
+                guard let error = error as? ConfigError else { return XCTFail("\(text): \(error)") }
+                XCTAssertEqual(error.source, path, text)
+                XCTAssertEqual(error.key, key, text)
+                XCTAssertTrue(error.message.contains(expected), "\(text): \(error)")
+            }
+        }
+        XCTAssertThrowsError(try ExperimentConfigFile.settings(preset: "huge")) { error in
+            XCTAssertTrue("\(error)".contains("unknown preset \"huge\"; expected one of benchmark, homework, quick"), "\(error)")
+        }
+    }
+
+    func testPresetsAreTheFilesAndBenchmarkRunsEveryAttackAndDefense() throws {
+        XCTAssertEqual(ExperimentConfigFile.presetNames, ["benchmark", "homework", "quick"])
+        XCTAssertEqual(try ExperimentConfigFile.settings(preset: "homework"), { var s = ExperimentSettings(); s.preset = "homework"; return s }(),
+                       "homework is the reference's defaults")
+        let benchmark = try ExperimentConfigFile.settings(preset: "benchmark")
+        let quick = try ExperimentConfigFile.settings(preset: "quick")
+        XCTAssertEqual(benchmark.training, quick.training, "benchmark starts from quick")
+        XCTAssertEqual(try benchmark.attackList().count, PoisonType.experimentAttacks.count)
+        XCTAssertEqual(try benchmark.defenseList(), DefenseRegistry.names)
+    }
+}

@@ -1,0 +1,105 @@
+import Attacks
+import Defenses
+import Foundation
+import Reports
+import TestSupport
+import Training
+import XCTest
+@testable import Experiments
+
+/// The attack x defense matrix on real CIFAR-10 at toy size (width 4, 512 images, one epoch):
+/// the leaderboard equals the cells' result files and BackdoorBench's DER, a run interrupted
+/// mid-matrix and resumed ends with the same leaderboard, and a changed defense setting reruns
+/// only that defense's cells.
+final class ExperimentMatrixTests: XCTestCase {
+    private func tinySettings(_ extra: [String: Any] = [:]) throws -> ExperimentSettings {
+        guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
+        let flags: [String: Any] = [
+            "data.split_file": shared + "/anp/cifar_shuffle.txt", "data.train_limit": 512, "model.width": 4,
+            "training.epochs": 1, "training.milestones": [1], "evaluation.test_limit": 100, "evaluation.eval_limit": 200,
+            "matrix.attacks": ["badnets", "blend"], "matrix.defenses": ["clp", "anp"],
+            "defense.settings": ["anp": ["iterations": 3]],
+        ]
+        return try ExperimentConfigFile.settings(preset: "quick", flags: flags.merging(extra) { $1 })
+    }
+
+    private func run(_ settings: ExperimentSettings, _ root: String, resume: Bool = false,
+                     onEpoch: ((String, EpochRecord) throws -> Void)? = nil) throws -> Leaderboard {
+        let data = try XCTUnwrap(try SharedData.directory()) + "/cifar10"
+        let board = try ExperimentRunner.run(settings, root: root, dataDirectory: data, resume: resume, quiet: true,
+                                             training: testBackend, inference: testBackend, onEpoch: onEpoch)
+        return try XCTUnwrap(board)
+    }
+
+    private func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "matrix-tests-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    private func modified(_ path: String) throws -> Date? {
+        try FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date
+    }
+
+    /// The leaderboard without the seconds (they differ between runs).
+    private func numbers(_ board: Leaderboard) -> [[Double?]] {
+        board.cells.map { [$0.cleanBefore, $0.asrBefore, $0.cleanAfter, $0.asrAfter, $0.robustBefore, $0.robustAfter] }
+    }
+
+    func testLeaderboardEqualsTheCellsAndSurvivesInterruptionAndSettingChanges() throws {
+        let base = try temporaryDirectory()
+        let settings = try tinySettings()
+        let board = try run(settings, base + "/straight")
+
+        // One row per attack x defense, each equal to its cell's result.json, DER as BackdoorBench's.
+        XCTAssertEqual(board.rows.map { "\($0.attack)/\($0.defense)" }, ["badnets/clp", "badnets/anp", "blend/clp", "blend/anp"])
+        for row in board.rows {
+            let result = try DefenseResult.read(path: base + "/straight/\(row.attack)/defense-\(row.defense)/result.json")
+            XCTAssertEqual(row.cleanAcc.mean, result.after.cleanAccuracy)
+            XCTAssertEqual(row.asr.mean, try XCTUnwrap(result.after.attackSuccessRate))
+            XCTAssertEqual(row.robustAcc?.mean, result.after.robustAccuracy)
+            XCTAssertEqual(row.asrBefore.mean, try XCTUnwrap(result.before.attackSuccessRate))
+            XCTAssertEqual(row.cleanAcc.std, 0, "one seed")
+            let dASR = result.before.attackSuccessRate! - result.after.attackSuccessRate!
+            let dACC = result.before.cleanAccuracy - result.after.cleanAccuracy
+            XCTAssertEqual(row.der.mean, (max(0, dASR) - max(0, dACC) + 1) / 2, accuracy: 1e-12)
+            XCTAssertEqual(result.testImages, 200)
+        }
+        XCTAssertEqual(try Leaderboard.read(path: base + "/straight/leaderboard.json"), board)
+        let csv = try String(contentsOfFile: base + "/straight/leaderboard.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(csv.count, 5)
+        XCTAssertEqual(String(csv[0]), Leaderboard.csvHeader)
+        XCTAssertTrue(csv[1].hasPrefix("badnets,clp,resnet18,0,"), String(csv[1]))
+        let report = try String(contentsOfFile: base + "/straight/report.md", encoding: .utf8)
+        XCTAssertTrue(report.contains("## Leaderboard: attacks x defenses"))
+        XCTAssertFalse(report.contains("Missing: summary.json"), "a matrix has no ANP chain to miss")
+        XCTAssertFalse(report.contains("## ANP mask values"))
+        XCTAssertTrue(report.contains("Run configuration (config.yaml)"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: base + "/straight/plots/leaderboard_asr_resnet18.svg"))
+        // Both defenses of an attack ran on the same model, trained once.
+        XCTAssertEqual(try DefenseResult.read(path: base + "/straight/badnets/defense-clp/result.json").before,
+                       try DefenseResult.read(path: base + "/straight/badnets/defense-anp/result.json").before)
+
+        // Interrupted in the second attack's training, then resumed: the same leaderboard.
+        struct Interrupted: Error {}
+        XCTAssertThrowsError(try run(settings, base + "/resumed") { stage, _ in
+            if FileManager.default.fileExists(atPath: base + "/resumed/badnets/defense-anp/result.json") { throw Interrupted() }
+        }) { XCTAssertTrue($0 is Interrupted, "\($0)") }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/resumed/blend/defense-clp"))
+        let badnetsAt = try modified(base + "/resumed/badnets/defense-anp/result.json")
+        let resumed = try run(settings, base + "/resumed", resume: true)
+        XCTAssertEqual(numbers(resumed), numbers(board))
+        XCTAssertEqual(try modified(base + "/resumed/badnets/defense-anp/result.json"), badnetsAt, "finished cells are kept")
+
+        // A changed CLP setting reruns the CLP cells only.
+        let anpAt = try modified(base + "/resumed/blend/defense-anp/result.json")
+        let clpAt = try modified(base + "/resumed/blend/defense-clp/result.json")
+        let changed = try tinySettings(["defense.settings": ["anp": ["iterations": 3], "clp": ["u": 1]]])
+        let rerun = try run(changed, base + "/resumed", resume: true)
+        XCTAssertEqual(try modified(base + "/resumed/blend/defense-anp/result.json"), anpAt)
+        XCTAssertNotEqual(try modified(base + "/resumed/blend/defense-clp/result.json"), clpAt)
+        XCTAssertEqual(try DefenseResult.read(path: base + "/resumed/blend/defense-clp/result.json").settings, ["u": 1])
+        XCTAssertEqual(numbers(rerun).count, 4)
+    }
+}
