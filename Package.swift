@@ -21,7 +21,9 @@ let package = Package(
         // The compute seam: device tensors, layouts and the kernels layers need. No oneDNN here.
         .target(name: "Backend"),
         // The oneDNN implementation of the seam; the only module that imports CDNNL.
-        .target(name: "OneDNNBackend", dependencies: ["Backend", "CDNNL"]),
+        // Winograd transforms in C (AVX2 vectors, oneDNN's OpenMP threads); only OneDNNBackend uses them.
+        .target(name: "CWinograd"),
+        .target(name: "OneDNNBackend", dependencies: ["Backend", "CDNNL", "CWinograd"]),
         // File formats: restricted pickle, npy, png, safetensors, tar.gz, PyTorch checkpoints.
         .target(name: "Formats", dependencies: ["Support", "CPNG", "CZLibSystem"]),
         // The module tree: Layer protocol, layers, NoisyBatchNorm2d (ANP), Model, state_dict, SGD, loss.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Backend
 import Foundation
 import Models
 import NN
@@ -47,11 +48,13 @@ struct BenchCommand: ParsableCommand {
                 try sgd.step(model.parameters)
             }, steps: steps, batch: batchSize)
             result["peak_rss_mib"] = Self.peakResidentMiB()
+            result["convolutions_training"] = try Self.implementations(trainingBackend)
         }
         // The training model's buffers go back to the system, so that the evaluation phase is
         // measured on its own (the allocator otherwise keeps them, see the oneDNN backend's Tensor).
         OneDNN.returnFreedMemory()
-        let model = try network.architecture.model(width: width, seed: 1, on: compute.backend(for: .inference))
+        let inferenceBackend = try compute.backend(for: .inference)
+        let model = try network.architecture.model(width: width, seed: 1, on: inferenceBackend)
         result["eval_images_per_s"] = try Self.rate({
             _ = try model.forward(images: images, count: batchSize, mode: .evaluation)
         }, steps: evalBatches, batch: batchSize)
@@ -61,6 +64,7 @@ struct BenchCommand: ParsableCommand {
             }, steps: steps, batch: batchSize)
         }
         result["peak_rss_mib_all"] = Self.peakResidentMiB()
+        result["convolutions_inference"] = try Self.implementations(inferenceBackend)
         if json {
             print(try JSONOutput.string(result))
         } else {
@@ -79,6 +83,11 @@ struct BenchCommand: ParsableCommand {
         }
         times.sort()
         return Double(batch) / times[times.count / 2]
+    }
+
+    /// Which convolution implementations ran: "pass: implementation" -> number of layer shapes.
+    static func implementations(_ backend: Backend) throws -> [String: Int] {
+        try (backend as? OneDNN)?.convolutionImplementations() ?? [:]
     }
 
     /// VmHWM of this process from /proc (Linux).

@@ -5,12 +5,14 @@ import Foundation
 import Models
 import OneDNNBackend
 
-/// What a backend computes for: training keeps oneDNN's direct convolutions (Winograd's scratch
-/// memory would take a width-64, batch-128 step past 1 GiB); everything else may use Winograd.
+/// What a backend computes for. Training on AVX-512 CPUs keeps oneDNN's direct convolutions
+/// (oneDNN's Winograd scratch would take a width-64, batch-128 step past 1 GiB); on AVX2 CPUs
+/// `auto` chooses between direct and the backend's own Winograd, whose scratch is small.
+/// Everything else uses `auto`.
 enum Workload {
     case training, inference
 
-    var defaultAlgorithm: ConvolutionAlgorithm { self == .training ? .direct : .auto }
+    var defaultAlgorithm: ConvolutionAlgorithm { self == .training && OneDNN.hasAVX512 ? .direct : .auto }
 }
 
 /// Compute options shared by every command that runs the network, and the one place the CLI
@@ -19,7 +21,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Compute threads (default: the cores available; at most 4 per core).")
     var threads: Int?
 
-    @Option(help: "oneDNN's convolution algorithm: direct, or auto (Winograd where oneDNN has it: AVX-512 CPUs; about 20% faster training for about 200 MiB more memory at width 64). Default: direct for training, auto for evaluation, attacks and ANP.")
+    @Option(help: "Convolution algorithm: direct (oneDNN's direct kernels), auto (oneDNN's own Winograd on AVX-512 CPUs, about 200 MiB more training memory at width 64; BackdoorLab's Winograd F(4x4,3x3) for 3x3 stride-1 layers on AVX2 CPUs, where oneDNN has none), or winograd (BackdoorLab's Winograd wherever it applies). Default: auto, but direct for training on AVX-512 CPUs.")
     var convAlgorithm: ConvolutionAlgorithm?
 
     func validate() throws {

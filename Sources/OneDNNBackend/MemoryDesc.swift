@@ -36,6 +36,16 @@ struct MemoryDesc: CustomStringConvertible, Hashable {
         self.raw = raw
     }
 
+    /// A float32 descriptor with explicit strides (in elements), e.g. a transposed matrix.
+    init(shape: [Int], strides: [Int]) throws {
+        var raw = dnnl_memory_desc_t()
+        let status = withDims(shape) { dims in
+            withDims(strides) { steps in dnnl_memory_desc_init_by_strides(&raw, Int32(shape.count), dims, dnnl_f32, steps) }
+        }
+        try check(status, "memory descriptor \(shape) strides \(strides)")
+        self.raw = raw
+    }
+
     var shape: [Int] {
         var copy = raw
         return withUnsafeBytes(of: &copy.dims) { buffer in

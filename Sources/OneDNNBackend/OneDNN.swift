@@ -39,17 +39,21 @@ public final class OneDNN: Backend {
     }
 
     /// Whether oneDNN runs its AVX-512 kernels here (it has Winograd convolutions only for those).
-    public static var hasAVX512: Bool {
-        let core = dnnl_cpu_isa_avx512_core.rawValue
-        return dnnl_get_effective_cpu_isa().rawValue & core == core
+    public static var hasAVX512: Bool { dispatches(to: dnnl_cpu_isa_avx512_core) }
+
+    /// Whether oneDNN runs at least its AVX2 kernels here (our Winograd transforms need AVX2 too).
+    public static var hasAVX2: Bool { dispatches(to: dnnl_cpu_isa_avx2) }
+
+    /// ISA values are bit sets, each containing the ones below it.
+    private static func dispatches(to isa: dnnl_cpu_isa_t) -> Bool {
+        dnnl_get_effective_cpu_isa().rawValue & isa.rawValue == isa.rawValue
     }
 
     /// The instruction set oneDNN dispatches to.
     public static var isa: String {
-        let effective = dnnl_get_effective_cpu_isa().rawValue
         let names: [(dnnl_cpu_isa_t, String)] = [(dnnl_cpu_isa_avx512_core, "AVX-512"), (dnnl_cpu_isa_avx2, "AVX2"),
                                                  (dnnl_cpu_isa_avx, "AVX"), (dnnl_cpu_isa_sse41, "SSE4.1")]
-        return names.first { effective & $0.0.rawValue == $0.0.rawValue }?.1 ?? "baseline"
+        return names.first { dispatches(to: $0.0) }?.1 ?? "baseline"
     }
 
     public static var version: String {
@@ -107,7 +111,8 @@ public final class OneDNN: Backend {
 
     // MARK: Kernels
 
-    private let convolutions = KernelCache<Convolution.Key, Convolution>()
+    private let convolutions = KernelCache<Convolution.Key, ConvolutionKernel>()
+    private let winogradScratch = WinogradScratch()
     private let batchNorms = KernelCache<BatchNormalization.Key, BatchNormalization>()
     private let additions = KernelCache<AddReLU.Key, AddReLU>()
     private let poolings = KernelCache<Pooling.Key, Pooling>()
@@ -115,8 +120,29 @@ public final class OneDNN: Backend {
     private let reorders = KernelCache<[MemoryDesc], Primitive>()
 
     public func convolution(_ geometry: ConvolutionGeometry) throws -> ConvolutionKernel {
-        let key = Convolution.Key(geometry: geometry, algorithm: options.convolutionAlgorithm)
-        return try convolutions.get(key) { try Convolution(geometry, algorithm: key.algorithm) }
+        let algorithm = options.convolutionAlgorithm
+        let key = Convolution.Key(geometry: geometry, algorithm: algorithm)
+        return try convolutions.get(key) {
+            // Our transforms are AVX2 code. `auto` takes ours where oneDNN has no Winograd (no
+            // AVX-512): a fixed rule, not a timing, so that a run and its resumed twin compute alike.
+            let useOurs = algorithm == .winograd || (algorithm == .auto && !Self.hasAVX512)
+            guard useOurs, WinogradConvolution.applies(to: geometry), Self.hasAVX2 else {
+                return try Convolution(geometry, algorithm: algorithm)
+            }
+            return try WinogradConvolution(geometry, tile: WinogradConvolution.defaultTile, scratch: winogradScratch, owner: self)
+        }
+    }
+
+    /// Per kernel shape and pass, the convolution implementation used so far ("pass: name" ->
+    /// number of shapes): what `bench` reports.
+    public func convolutionImplementations() throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for kernel in convolutions.kernels {
+            for (pass, name) in zip(["forward", "backward data", "backward weights"], try kernel.implementations()) {
+                counts["\(pass): \(name)", default: 0] += 1
+            }
+        }
+        return counts
     }
 
     public func batchNormalization(_ layout: TensorLayout, fuseReLU: Bool, globalStatistics: Bool) throws

@@ -46,4 +46,10 @@ final class KernelCache<Key: Hashable, Kernel> {
         entries[key] = kernel
         return kernel
     }
+
+    var kernels: [Kernel] {
+        lock.lock()
+        defer { lock.unlock() }
+        return Array(entries.values)
+    }
 }

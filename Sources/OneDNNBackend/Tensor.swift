@@ -13,27 +13,43 @@ final class DNNLTensor: DeviceTensor {
     let owner: OneDNN
     var backend: any Backend { owner }
 
+    /// Memory this tensor views but does not own (nil: it owns `buffer`); kept alive with it.
+    private let base: AnyObject?
+
     /// A zero-filled tensor with the given descriptor.
-    init(desc: MemoryDesc, owner: OneDNN) throws {
+    convenience init(desc: MemoryDesc, owner: OneDNN) throws {
         Self.allocatorPolicy
-        self.desc = desc
-        self.owner = owner
-        layout = desc.layout
-        byteCount = max(desc.byteCount, 4)
+        let byteCount = max(desc.byteCount, 4)
         var pointer: UnsafeMutableRawPointer?
         guard posix_memalign(&pointer, 64, byteCount) == 0, let pointer else {
             throw BackendError(operation: "oneDNN: allocate \(byteCount) bytes for \(desc)", reason: "out of memory")
         }
         memset(pointer, 0, byteCount)
-        buffer = pointer
+        do {
+            try self.init(desc: desc, buffer: pointer, base: nil as AnyObject?, owner: owner)
+        } catch {
+            free(pointer)
+            throw error
+        }
+    }
+
+    /// A tensor over `buffer`, which `base` owns (scratch memory seen in a primitive's layout).
+    convenience init(desc: MemoryDesc, viewing buffer: UnsafeMutableRawPointer, base: AnyObject, owner: OneDNN) throws {
+        try self.init(desc: desc, buffer: buffer, base: base as AnyObject?, owner: owner)
+    }
+
+    private init(desc: MemoryDesc, buffer: UnsafeMutableRawPointer, base: AnyObject?, owner: OneDNN) throws {
+        self.desc = desc
+        self.owner = owner
+        self.base = base
+        layout = desc.layout
+        byteCount = max(desc.byteCount, 4)
+        self.buffer = buffer
         var raw = desc.raw
         var memory: dnnl_memory_t?
-        let status = dnnl_memory_create(&memory, &raw, Runtime.engine, pointer)
-        guard status == dnnl_success, let memory else {
-            free(pointer)
-            try check(status, "memory for \(desc)")
-            throw BackendError(operation: "oneDNN: memory for \(desc)", reason: "no handle")
-        }
+        let status = dnnl_memory_create(&memory, &raw, Runtime.engine, buffer)
+        try check(status, "memory for \(desc)")
+        guard let memory else { throw BackendError(operation: "oneDNN: memory for \(desc)", reason: "no handle") }
         self.memory = memory
     }
 
@@ -51,7 +67,7 @@ final class DNNLTensor: DeviceTensor {
 
     deinit {
         dnnl_memory_destroy(memory)
-        free(buffer)
+        if base == nil { free(buffer) }
     }
 
     static func cast(_ tensor: Tensor) throws -> DNNLTensor {
@@ -60,6 +76,8 @@ final class DNNLTensor: DeviceTensor {
         }
         return t
     }
+
+    var floats: UnsafeMutablePointer<Float> { buffer.assumingMemoryBound(to: Float.self) }
 
     /// Floats in the buffer, padding of blocked layouts included.
     var storageCount: Int { byteCount / 4 }

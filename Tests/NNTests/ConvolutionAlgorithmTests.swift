@@ -5,34 +5,40 @@ import OneDNNBackend
 import Support
 @testable import NN
 
-/// `auto` (oneDNN's Winograd where it has it) computes the same network as `direct`, up to
-/// Winograd's rounding, in every pass the tools use: evaluation, the input gradient of the
+/// `auto` (oneDNN's Winograd where it has it, ours where faster) computes the same network as
+/// `direct`, up to Winograd's rounding, in every pass the tools use: evaluation, the input gradient of the
 /// attacks, and training-mode passes with parameter gradients.
 final class ConvolutionAlgorithmTests: XCTestCase {
     /// Batch and width at which oneDNN 2.6 picks Winograd on AVX-512 CPUs.
     let batch = 64, width = 16
 
-    func testAutoPicksWinogradOnAVX512AndDirectElsewhere() throws {
-        func forwardKernel(_ algorithm: ConvolutionAlgorithm) throws -> String {
-            try OneDNN(.init(convolutionAlgorithm: algorithm)).convolution(.init(batch: batch, inChannels: width, outChannels: width, height: 32, width: 32,
-                                      kernel: 3, stride: 1, padding: 1)).implementations()[0]
-        }
-        let auto = try forwardKernel(.auto), direct = try forwardKernel(.direct)
+    /// `auto` is a fixed rule: oneDNN's Winograd on AVX-512 CPUs, ours on AVX2 CPUs.
+    func testAutoPicksWinogradByTheCPU() throws {
+        let g = ConvolutionGeometry(batch: batch, inChannels: width, outChannels: width, height: 32, width: 32,
+                                    kernel: 3, stride: 1, padding: 1)
+        let backend = try OneDNN(.init(convolutionAlgorithm: .auto))
+        let auto = try backend.convolution(g)
+        let direct = try OneDNN(.init(convolutionAlgorithm: .direct)).convolution(g).implementations()[0]
         XCTAssertFalse(direct.contains("wino"), direct)
+        try auto.forward(input: backend.makeTensor(auto.inputLayout), weight: backend.makeTensor(auto.weightLayout),
+                         bias: nil, output: backend.makeTensor(auto.outputLayout))
+        let chosen = try auto.implementations()[0]
         if OneDNN.hasAVX512 {
-            XCTAssertTrue(auto.contains("wino"), "auto on an AVX-512 CPU chose \(auto)")
+            XCTAssertTrue(chosen.contains("wino"), "auto on an AVX-512 CPU chose \(chosen)")
         } else {
-            XCTAssertEqual(auto, direct)
+            XCTAssertEqual(chosen, OneDNN.hasAVX2 ? "winograd F(4x4,3x3)" : direct)
         }
     }
 
     /// A random-init network with batch statistics is ill-conditioned: a 1e-6 relative change of
     /// the images already moves its parameter gradients by about 0.3%. So auto's deviation from
-    /// direct is judged against the deviation that rounding the images at 1e-5 causes.
-    func testAutoDeviatesFromDirectLessThanRoundingTheImagesAt1e5() throws {
+    /// direct is judged against the deviation that rounding the images at 3e-5 causes: Winograd
+    /// F(4x4, 3x3) rounds about ten times as much as direct per layer (1e-6 against 1e-7 of a
+    /// float64 reference, WinogradConvolutionTests), which at 1e-5 came within 1.4x of the bound.
+    func testAutoDeviatesFromDirectLessThanRoundingTheImagesAt3e5() throws {
         var generator = SeededGenerator(seed: 11)
         let images = (0..<(batch * 3072)).map { _ in generator.nextGaussian() }
-        let rounded = images.map { $0 * (1 + 1e-5 * generator.nextGaussian()) }
+        let rounded = images.map { $0 * (1 + 3e-5 * generator.nextGaussian()) }
         let labels = (0..<batch).map { _ in Int32(generator.next() % 10) }
         func passes(_ algorithm: ConvolutionAlgorithm, _ images: [Float]) throws -> [(String, [Float])] {
             let model = try ResNet18.model(width: width, seed: 3, on: OneDNN(.init(convolutionAlgorithm: algorithm)))

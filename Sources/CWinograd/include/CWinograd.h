@@ -1,0 +1,40 @@
+#ifndef CWINOGRAD_H
+#define CWINOGRAD_H
+
+// Winograd F(m x m, 3 x 3) transforms (m = 2 or 4, tile alpha = m + 2) for 3x3, stride-1,
+// padding-1 convolutions on oneDNN's nChw8c layout. The tile-wise products are batched matrix
+// products that the caller runs with oneDNN's matmul; only the transforms live here.
+//
+// Transformed tiles are stored as alpha*alpha planes, each a row-major T x ld matrix: element
+// (xi, t, c) at [(xi * T + t) * ld + c]. Tiles t run over images, then tile rows, then columns.
+// Each function splits its work over the OpenMP threads oneDNN uses.
+
+// Input tiles (alpha x alpha, starting one pixel above and left of each output tile, zero
+// outside) of images [n0, n0 + count) -> B^T d B. `ld` >= 8 * blocks.
+void wino_input_transform(int m, const float *src, int n0, int count, int blocks, int height, int width,
+                          float *tiles, long ld);
+
+// Output-gradient tiles (m x m) of images [n0, n0 + count) -> A g A^T (alpha x alpha), the
+// factor the weight gradient needs.
+void wino_gradient_transform(int m, const float *src, int n0, int count, int blocks, int height, int width,
+                             float *tiles, long ld);
+
+// Products (alpha x alpha per tile) -> A^T M A, written as m x m output pixels of images
+// [n0, n0 + count) (clipped at the image's edge).
+void wino_output_transform(int m, const float *tiles, long ld, int n0, int count, int blocks, int height,
+                           int width, float *dst);
+
+// Filters of an O x C x 3 x 3 bank (oneDNN's blocked OIhw8i8o) -> G g G^T,
+// as alpha*alpha planes of a rowsPadded x ld matrix (zeros in the padding): rows are input
+// channels, or, `transposed`, output channels with each filter rotated by 180 degrees (backward
+// data convolves with the flipped, transposed filters).
+void wino_filter_transform(int m, const float *weights, int inChannels, int outChannels, int transposed,
+                           float *planes, int rowsPadded, long ld);
+
+// Weight gradient: planes S (alpha*alpha planes of a Cp x ld matrix, rows = input channels,
+// columns = output channels) -> G^T S G, written into the O x C x 3 x 3 gradient (OIhw8i8o;
+// its padding is left as it is).
+void wino_weight_gradient(int m, const float *planes, int inChannels, int outChannels, int rowsPadded, long ld,
+                          float *gradient);
+
+#endif

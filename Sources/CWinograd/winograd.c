@@ -1,0 +1,238 @@
+// Winograd F(m x m, 3 x 3) transforms on nChw8c data: every pixel's 8-channel block is one
+// AVX2 vector, so each transform is a handful of vector additions per tile. Written in C
+// because Swift has no portable way to pin these loops to AVX2 and to run them on the OpenMP
+// threads oneDNN already keeps (a second thread pool would fight it for the same cores).
+#include "CWinograd.h"
+#include <string.h>
+
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+
+typedef float v8 __attribute__((vector_size(32)));
+#define INLINE static inline __attribute__((always_inline))
+#define UNROLL _Pragma("clang loop unroll(full)")
+
+// libgomp's entry point for `#pragma omp parallel` (what GCC emits); oneDNN here runs on libgomp.
+void GOMP_parallel(void (*fn)(void *), void *data, unsigned threads, unsigned flags);
+int omp_get_thread_num(void);
+int omp_get_num_threads(void);
+
+typedef void (*item_fn)(const void *context, long item);
+struct job { item_fn fn; const void *context; long items; };
+
+static void run_share(void *p) {
+    const struct job *j = p;
+    long threads = omp_get_num_threads(), id = omp_get_thread_num();
+    long begin = j->items * id / threads, end = j->items * (id + 1) / threads;
+    for (long i = begin; i < end; i++) j->fn(j->context, i);
+}
+
+static void parallel(item_fn fn, const void *context, long items) {
+    struct job j = {fn, context, items};
+    GOMP_parallel(run_share, &j, 0, 0);
+}
+
+// Lavin and Gray's matrices (points 0, 1, -1 for m = 2; 0, +-1, +-2 for m = 4; and infinity).
+static const float BT2[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+static const float G2[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
+static const float AT2[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+static const float BT4[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+static const float G4[6][3] = {{1.0f / 4, 0, 0},
+                               {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                               {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                               {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                               {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                               {0, 0, 1}};
+static const float AT4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+
+// sum over k of L(r, k) x[k * step], L's element (r, k) at L[r * lr + k * lc]. Inlined with
+// constant matrices, the zero terms vanish and the loops unroll.
+INLINE v8 combine(const float *L, int lr, int lc, int r, int S, const v8 *x, int step) {
+    v8 acc = {0};
+    int first = 1;
+    UNROLL for (int k = 0; k < S; k++) {
+        float c = L[r * lr + k * lc];
+        if (c == 0) continue;
+        acc = first ? c * x[k * step] : acc + c * x[k * step];
+        first = 0;
+    }
+    return acc;
+}
+
+// out (R x R) = L in L^T for in (S x S) and L (R x S).
+INLINE void sandwich(const float *L, int lr, int lc, int R, int S, const v8 *in, v8 *out) {
+    v8 tmp[36];
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int s = 0; s < S; s++) tmp[r * S + s] = combine(L, lr, lc, r, S, in + s, S);
+    UNROLL for (int r = 0; r < R; r++) UNROLL for (int q = 0; q < R; q++) out[r * R + q] = combine(L, lr, lc, q, S, tmp + r * S, 1);
+}
+
+INLINE v8 load(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
+INLINE void store(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+
+struct tiles {
+    const float *src;
+    float *dst;
+    long ld, count;  // count: tiles of the chunk (the planes' row count)
+    int n0, blocks, height, width, tilesH, tilesW;
+};
+
+INLINE void locate(const struct tiles *c, long item, int *block, long *t, int *n, int *ty, int *tx) {
+    *block = (int)(item % c->blocks);
+    *t = item / c->blocks;
+    long perImage = (long)c->tilesH * c->tilesW, r = *t % perImage;
+    *n = c->n0 + (int)(*t / perImage);
+    *ty = (int)(r / c->tilesW);
+    *tx = (int)(r % c->tilesW);
+}
+
+// An S x S patch at (ty m + offset, tx m + offset) of one block -> L d L^T, alpha x alpha.
+INLINE void tile_in(const struct tiles *c, long item, int m, int S, int offset, const float *L, int lr, int lc) {
+    int block, n, ty, tx;
+    long t;
+    locate(c, item, &block, &t, &n, &ty, &tx);
+    const float *image = c->src + ((long)n * c->blocks + block) * c->height * c->width * 8;
+    v8 in[36], out[36];
+    int y0 = ty * m + offset, x0 = tx * m + offset;
+    UNROLL for (int i = 0; i < S; i++) UNROLL for (int j = 0; j < S; j++) {
+        int y = y0 + i, x = x0 + j;
+        in[i * S + j] = (y >= 0 && y < c->height && x >= 0 && x < c->width)
+            ? load(image + ((long)y * c->width + x) * 8) : (v8){0};
+    }
+    int R = m + 2;
+    sandwich(L, lr, lc, R, S, in, out);
+    float *dst = c->dst + t * c->ld + block * 8;
+    long plane = c->count * c->ld;
+    UNROLL for (int xi = 0; xi < R * R; xi++) store(dst + xi * plane, out[xi]);
+}
+
+static void input2(const void *c, long i) { tile_in(c, i, 2, 4, -1, &BT2[0][0], 4, 1); }
+static void input4(const void *c, long i) { tile_in(c, i, 4, 6, -1, &BT4[0][0], 6, 1); }
+// A is AT transposed: element (r, k) of A is AT[k][r].
+static void gradient2(const void *c, long i) { tile_in(c, i, 2, 2, 0, &AT2[0][0], 1, 4); }
+static void gradient4(const void *c, long i) { tile_in(c, i, 4, 4, 0, &AT4[0][0], 1, 6); }
+
+// alpha x alpha products of one block -> A^T M A, m x m pixels (clipped at the edges).
+INLINE void tile_out(const struct tiles *c, long item, int m, const float *AT) {
+    int block, n, ty, tx;
+    long t;
+    locate(c, item, &block, &t, &n, &ty, &tx);
+    const int S = m + 2;
+    v8 in[36], out[16];
+    const float *src = c->src + t * c->ld + block * 8;
+    long plane = c->count * c->ld;
+    UNROLL for (int xi = 0; xi < S * S; xi++) in[xi] = load(src + xi * plane);
+    sandwich(AT, S, 1, m, S, in, out);
+    float *image = c->dst + ((long)n * c->blocks + block) * c->height * c->width * 8;
+    UNROLL for (int i = 0; i < m; i++) UNROLL for (int j = 0; j < m; j++) {
+        int y = ty * m + i, x = tx * m + j;
+        if (y < c->height && x < c->width) store(image + ((long)y * c->width + x) * 8, out[i * m + j]);
+    }
+}
+
+static void output2(const void *c, long i) { tile_out(c, i, 2, &AT2[0][0]); }
+static void output4(const void *c, long i) { tile_out(c, i, 4, &AT4[0][0]); }
+
+static void run_tiles(item_fn fn, const float *src, float *dst, long ld, int m, int n0, int count, int blocks,
+                      int height, int width) {
+    struct tiles c = {src, dst, ld, 0, n0, blocks, height, width, (height + m - 1) / m, (width + m - 1) / m};
+    c.count = (long)count * c.tilesH * c.tilesW;
+    parallel(fn, &c, c.count * blocks);
+}
+
+void wino_input_transform(int m, const float *src, int n0, int count, int blocks, int height, int width,
+                          float *tiles, long ld) {
+    run_tiles(m == 2 ? input2 : input4, src, tiles, ld, m, n0, count, blocks, height, width);
+}
+
+void wino_gradient_transform(int m, const float *src, int n0, int count, int blocks, int height, int width,
+                             float *tiles, long ld) {
+    run_tiles(m == 2 ? gradient2 : gradient4, src, tiles, ld, m, n0, count, blocks, height, width);
+}
+
+void wino_output_transform(int m, const float *tiles, long ld, int n0, int count, int blocks, int height,
+                           int width, float *dst) {
+    run_tiles(m == 2 ? output2 : output4, tiles, dst, ld, m, n0, count, blocks, height, width);
+}
+
+// Where weight (o, c, k) of an O x C x 3 x 3 filter bank is in oneDNN's blocked OIhw8i8o (the
+// layout its AVX2 direct kernels keep the weights in, so that both kernels share it).
+INLINE long offset(int inChannels, int o, int c, int k) {
+    long inBlocks = (inChannels + 7) / 8;
+    return (((long)(o / 8) * inBlocks + c / 8) * 9 + k) * 64 + (c % 8) * 8 + o % 8;
+}
+
+struct filters {
+    const float *weights;
+    float *planes;
+    long ld;
+    int inChannels, rows, columns, transposed, rowsPadded;
+};
+
+// One row and 8 columns of filters -> G g G^T; padding rows and columns become zeros.
+INLINE void filter(const struct filters *c, long item, int m, const float *G) {
+    const int R = m + 2;
+    long blocks = c->ld / 8;
+    int r = (int)(item / blocks), b = (int)(item % blocks);
+    v8 in[9] = {{0}}, out[36];
+    if (r < c->rows) {
+        for (int l = 0; l < 8; l++) {
+            int q = b * 8 + l;
+            if (q >= c->columns) break;
+            // Transposed (rows are output channels) goes with flipped (backward data).
+            if (c->transposed) {
+                UNROLL for (int k = 0; k < 9; k++) in[k][l] = c->weights[offset(c->inChannels, r, q, 8 - k)];
+            } else {
+                UNROLL for (int k = 0; k < 9; k++) in[k][l] = c->weights[offset(c->inChannels, q, r, k)];
+            }
+        }
+    }
+    sandwich(G, 3, 1, R, 3, in, out);
+    float *dst = c->planes + (long)r * c->ld + b * 8;
+    long plane = (long)c->rowsPadded * c->ld;
+    UNROLL for (int xi = 0; xi < R * R; xi++) store(dst + xi * plane, out[xi]);
+}
+
+static void filter2(const void *c, long i) { filter(c, i, 2, &G2[0][0]); }
+static void filter4(const void *c, long i) { filter(c, i, 4, &G4[0][0]); }
+
+void wino_filter_transform(int m, const float *weights, int inChannels, int outChannels, int transposed,
+                           float *planes, int rowsPadded, long ld) {
+    struct filters c = {weights, planes, ld, inChannels, transposed ? outChannels : inChannels,
+                        transposed ? inChannels : outChannels, transposed, rowsPadded};
+    parallel(m == 2 ? filter2 : filter4, &c, (long)rowsPadded * (ld / 8));
+}
+
+struct gradients {
+    const float *planes;
+    float *gradient;
+    long ld;
+    int inChannels, outChannels, rowsPadded;
+};
+
+// G^T S G for one input channel and 8 output channels; G^T's element (r, k) is G[k][r].
+INLINE void weight_gradient(const struct gradients *c, long item, int m, const float *G) {
+    const int S = m + 2;
+    long blocks = c->ld / 8;
+    int ci = (int)(item / blocks), b = (int)(item % blocks);
+    v8 in[36], out[9];
+    const float *src = c->planes + (long)ci * c->ld + b * 8;
+    long plane = (long)c->rowsPadded * c->ld;
+    UNROLL for (int xi = 0; xi < S * S; xi++) in[xi] = load(src + xi * plane);
+    sandwich(G, 1, 3, 3, S, in, out);
+    for (int l = 0; l < 8; l++) {
+        int o = b * 8 + l;
+        if (o >= c->outChannels) break;
+        UNROLL for (int k = 0; k < 9; k++) c->gradient[offset(c->inChannels, o, ci, k)] = out[k][l];
+    }
+}
+
+static void weightGradient2(const void *c, long i) { weight_gradient(c, i, 2, &G2[0][0]); }
+static void weightGradient4(const void *c, long i) { weight_gradient(c, i, 4, &G4[0][0]); }
+
+void wino_weight_gradient(int m, const float *planes, int inChannels, int outChannels, int rowsPadded, long ld,
+                          float *gradient) {
+    struct gradients c = {planes, gradient, ld, inChannels, outChannels, rowsPadded};
+    parallel(m == 2 ? weightGradient2 : weightGradient4, &c, (long)inChannels * (ld / 8));
+}
+
+#pragma clang attribute pop
