@@ -54,14 +54,18 @@ public struct FeatureMatrix: Equatable {
     /// The first `count` right singular vectors (rows of the result, count x columns), largest
     /// singular value first: the principal axes when the matrix is centred. Each vector's sign
     /// makes its largest-magnitude entry positive (numpy's SVD leaves the sign arbitrary).
-    /// Subspace iteration on X^T X with Rayleigh-Ritz, until the Ritz values settle.
+    /// Subspace iteration on X^T X with Rayleigh-Ritz, until the Ritz pairs are eigenpairs.
     public func topRightSingularVectors(_ count: Int, maxIterations: Int = 2000) -> [[Double]] {
         let k = min(count, columns)
         guard k > 0 else { return [] }
         let g = gram(), n = columns
         // A fixed start: the identity's first k columns plus a little of every axis, so no axis is orthogonal to it.
-        var basis = (0..<k).map { c in (0..<n).map { j in (j == c ? 1 : 0) + 1e-3 * Double((j * 7 + c * 13) % 11 + 1) } }
-        var ritz = [Double](repeating: 0, count: k)
+        var basis: [[Double]] = (0..<k).map { c in
+            (0..<n).map { j -> Double in
+                let spread = 1e-3 * Double((j * 7 + c * 13) % 11 + 1)
+                return j == c ? 1 + spread : spread
+            }
+        }
         for _ in 0..<maxIterations {
             basis = orthonormalised(basis.map { multiply(g, n, $0) })
             // Rayleigh-Ritz: the k x k projection's eigenvectors order and refine the basis.
@@ -69,10 +73,15 @@ public struct FeatureMatrix: Equatable {
             var small = [Double](repeating: 0, count: k * k)
             for a in 0..<k { for b in 0..<k { small[a * k + b] = dot(basis[a], projected[b]) } }
             let (values, vectors) = SymmetricEigen.decompose(small, size: k)
-            basis = (0..<k).map { e in (0..<n).map { j in (0..<k).reduce(0) { $0 + vectors[$1 * k + e] * basis[$1][j] } } }
-            let change = zip(values, ritz).map { abs($0 - $1) }.max() ?? 0
-            ritz = values
-            if change <= 1e-13 * max(values.first ?? 0, 1e-300) { break }
+            let rotated = rotate(basis, by: vectors), image = rotate(projected, by: vectors)
+            basis = rotated
+            // Converged when every Ritz pair is an eigenpair of X^T X to near float64 precision.
+            var residual = 0.0
+            for e in 0..<k {
+                let r = (0..<n).map { image[e][$0] - values[e] * rotated[e][$0] }
+                residual = max(residual, dot(r, r).squareRoot())
+            }
+            if residual <= 1e-12 * max(values[0], 1e-300) { break }
         }
         return basis.map { v in
             let largest = v.indices.max { abs(v[$0]) < abs(v[$1]) }!
@@ -92,7 +101,26 @@ public struct FeatureMatrix: Equatable {
     }
 
     private func multiply(_ g: [Double], _ n: Int, _ v: [Double]) -> [Double] {
-        (0..<n).map { a in (0..<n).reduce(0) { $0 + g[a * n + $1] * v[$1] } }
+        var out = [Double](repeating: 0, count: n)
+        for a in 0..<n {
+            var sum = 0.0
+            for b in 0..<n { sum += g[a * n + b] * v[b] }
+            out[a] = sum
+        }
+        return out
+    }
+
+    /// Row e of the result is sum_b vectors[b, e] * rows[b].
+    private func rotate(_ rows: [[Double]], by vectors: [Double]) -> [[Double]] {
+        let k = rows.count, n = rows.first?.count ?? 0
+        var out = [[Double]](repeating: [Double](repeating: 0, count: n), count: k)
+        for e in 0..<k {
+            for b in 0..<k {
+                let w = vectors[b * k + e]
+                for j in 0..<n { out[e][j] += w * rows[b][j] }
+            }
+        }
+        return out
     }
 
     private func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
@@ -202,7 +230,8 @@ public enum KMeans {
             let weights = (0..<points.rows).map { nearest(points.row($0), centres).distance }
             let total = weights.reduce(0, +)
             guard total > 0 else { centres.append(centres[0]); continue }
-            var pick = Double(generator.next(upperBound: 1 << 53)) / Double(1 << 53) * total
+            let unit = Double(generator.next(upperBound: UInt64(1) << 53)) / Double(UInt64(1) << 53)
+            var pick = unit * total
             var chosen = points.rows - 1
             for (i, w) in weights.enumerated() { pick -= w; if pick < 0 { chosen = i; break } }
             centres.append(Array(points.row(chosen)))
