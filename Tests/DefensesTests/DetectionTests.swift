@@ -18,7 +18,7 @@ final class DetectionTests: XCTestCase {
         var clean: ImageSet
     }
 
-    func setup(images: Int, cleanImages: Int = 100) throws -> Setup {
+    func setup(images: Int, rate: Double = 0.1, cleanImages: Int = 100) throws -> Setup {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
         let folder = SharedData.packageRoot() + "/Fixtures/defenses/badnets_w8/"
         let (model, _) = try Checkpoint.load(folder + "model.safetensors", on: testBackend)
@@ -26,7 +26,7 @@ final class DetectionTests: XCTestCase {
         let data = try CIFAR10.load(directory: shared + "/cifar10")
         let split = DataSplit(permutation: try Permutation.read(path: shared + "/anp/cifar_shuffle.txt"), valFrac: 0.1)
         let attacker = data.train.subset(Array(split.attacker.prefix(images)))
-        let poisoned = try Poisoning.trainingSet(attacker, trigger: info.trigger, target: info.target, rate: 0.1, seed: 0)
+        let poisoned = try Poisoning.trainingSet(attacker, trigger: info.trigger, target: info.target, rate: rate, seed: 0)
         return Setup(model: model, poisoned: poisoned, benign: PoisonedTrainingSet(clean: attacker),
                      clean: data.train.subset(Array(split.defender.prefix(cleanImages))))
     }
@@ -48,27 +48,48 @@ final class DetectionTests: XCTestCase {
         let s = try setup(images: 3000)
         let detector = SpectralDetector()
         let (poisoned, detection) = try run(detector, on: s.poisoned, s, "badnets")
-        XCTAssertGreaterThan(poisoned.auroc!, 0.8)
+        XCTAssertGreaterThan(poisoned.auroc!, 0.75)
         // 1.5 x 10% of each class, by the class's own size.
         for c in detection.classes { XCTAssertEqual(c.flagged, Int(0.15 * Double(c.images))) }
-        XCTAssertGreaterThan(poisoned.tpr, 0.2)
+        let target = s.poisoned.images.labels.indices.filter { s.poisoned.images.labels[$0] == 0 }
+        let targetAUROC = try XCTUnwrap(DetectionMetrics.auroc(scores: target.map { detection.scores[$0] },
+                                                               truth: target.map { s.poisoned.isPoisoned[$0] }))
+        let flaggedInTarget = target.filter { detection.flagged[$0] }
+        let precisionInTarget = Double(flaggedInTarget.filter { s.poisoned.isPoisoned[$0] }.count) / Double(flaggedInTarget.count)
+        print(String(format: "  target class: AUROC %.3f, %d flagged, precision %.3f (poisoned share %.3f)", targetAUROC,
+                     flaggedInTarget.count, precisionInTarget, Double(s.poisoned.poisonedIndices.count) / Double(target.count)))
+        XCTAssertGreaterThan(targetAUROC, 0.95)
+        XCTAssertGreaterThan(precisionInTarget, 0.95, "the target class's top scores are its poisoned images")
+        XCTAssertGreaterThan(poisoned.tpr, 0.3, "1.5 x 10% of the class is a third of its poisoned images")
         let (benign, _) = try run(detector, on: s.benign, s, "benign")
         XCTAssertEqual(benign.truePositives, 0)
         XCTAssertEqual(benign.fpr, 0.15, accuracy: 0.01, "on a clean set it still removes 15% of each class")
     }
 
-    func testActivationClusteringFlagsTheTargetClassesSmallerCluster() throws {
-        let s = try setup(images: 3000)
-        let detector = ActivationClusteringDetector()
-        let (poisoned, detection) = try run(detector, on: s.poisoned, s, "badnets")
+    func printClasses(_ detection: Detection) {
         for c in detection.classes {
             print(String(format: "  class %d: %d images, smaller cluster %.3f, silhouette %.3f, flagged %d", c.label, c.images,
                          c.smallerClusterFraction ?? .nan, c.silhouette ?? .nan, c.flagged))
         }
-        XCTAssertGreaterThan(poisoned.auroc!, 0.5)
+    }
+
+    /// At rate 0.05 the target class is about 30% poisoned: its poisoned cluster is below the
+    /// reference's 35% and is flagged. At rate 0.1 it is about 46% poisoned: the clusters still
+    /// separate it (AUROC) but the size rule, as the reference's, flags nothing.
+    func testActivationClusteringFlagsTheTargetClassesSmallerCluster() throws {
+        let s = try setup(images: 3000, rate: 0.05)
+        let detector = ActivationClusteringDetector()
+        let (poisoned, detection) = try run(detector, on: s.poisoned, s, "badnets rate 0.05")
+        printClasses(detection)
+        XCTAssertGreaterThan(poisoned.auroc!, 0.8)
         let target = try XCTUnwrap(detection.classes.first { $0.label == 0 })
         XCTAssertGreaterThan(target.flagged, 0, "the target class's poisoned images form their own cluster")
-        XCTAssertGreaterThan(poisoned.f1, 0.3)
+        XCTAssertGreaterThan(poisoned.f1, 0.5)
+        let dense = try setup(images: 3000, rate: 0.1)
+        let (denser, denseDetection) = try run(detector, on: dense.poisoned, dense, "badnets rate 0.1")
+        printClasses(denseDetection)
+        XCTAssertGreaterThan(denser.auroc!, 0.8)
+        XCTAssertGreaterThan(try XCTUnwrap(denseDetection.classes.first { $0.label == 0 }).smallerClusterFraction!, 0.35)
         let (benign, _) = try run(detector, on: s.benign, s, "benign")
         XCTAssertEqual(benign.truePositives, 0)
         XCTAssertLessThan(benign.fpr, 0.35, "at most the classes' smaller clusters below 35%")
@@ -76,7 +97,7 @@ final class DetectionTests: XCTestCase {
 
     func testSTRIPEntropyIsLowUnderTheTrigger() throws {
         let s = try setup(images: 300)
-        let detector = STRIPDetector(blends: 32)
+        let detector = STRIPDetector()
         let (poisoned, detection) = try run(detector, on: s.poisoned, s, "badnets")
         XCTAssertGreaterThan(poisoned.auroc!, 0.8)
         XCTAssertGreaterThan(poisoned.tpr, 0.5)
