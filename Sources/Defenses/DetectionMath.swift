@@ -270,16 +270,15 @@ public enum ClusterQuality {
     public static func silhouette(_ points: FeatureMatrix, labels: [Int]) -> Double {
         let clusters = Array(Set(labels)).sorted()
         guard clusters.count > 1, points.rows > 0 else { return 0 }
-        let sizes = clusters.map { c in labels.filter { $0 == c }.count }
+        let slot = labels.map { clusters.firstIndex(of: $0)! }
+        var sizes = [Int](repeating: 0, count: clusters.count)
+        for c in slot { sizes[c] += 1 }
         var total = 0.0
-        for i in 0..<points.rows {
+        for i in 0..<points.rows where sizes[slot[i]] > 1 {
             var sums = [Double](repeating: 0, count: clusters.count)
             let r = points.row(i)
-            for j in 0..<points.rows where j != i {
-                sums[clusters.firstIndex(of: labels[j])!] += KMeans.squaredDistance(r, points.row(j)).squareRoot()
-            }
-            let own = clusters.firstIndex(of: labels[i])!
-            guard sizes[own] > 1 else { continue }
+            for j in 0..<points.rows where j != i { sums[slot[j]] += KMeans.squaredDistance(r, points.row(j)).squareRoot() }
+            let own = slot[i]
             let a = sums[own] / Double(sizes[own] - 1)
             let b = clusters.indices.filter { $0 != own }.map { sums[$0] / Double(sizes[$0]) }.min()!
             total += (b - a) / max(a, b)
