@@ -10,7 +10,7 @@ struct Backdoor: ParsableCommand {
             // Each subcommand lives in its own file of this folder.
             DataCommand.self, PoisonCommand.self, CleanLabelCommand.self, TrainCommand.self, EvalCommand.self,
             BenchCommand.self, ConvertCommand.self, InspectCommand.self, ReportCommand.self,
-            ANPCommand.self, PruneCommand.self, DefendCommand.self, RunCommand.self, SweepCommand.self,
+            ANPCommand.self, PruneCommand.self, DefendCommand.self, DetectCommand.self, RunCommand.self, SweepCommand.self,
         ])
 
     /// OpenMP threads that spin while idle steal the cores from any other process (and from

@@ -109,7 +109,7 @@ func uniform(_ bound: Int, using generator: inout SeededGenerator) -> Int {
 }
 
 /// In-place Fisher-Yates shuffle.
-func shuffle(_ values: inout [Int], using generator: inout SeededGenerator) {
+public func shuffle(_ values: inout [Int], using generator: inout SeededGenerator) {
     var i = values.count - 1
     while i > 0 {
         let j = uniform(i + 1, using: &generator)
