@@ -55,8 +55,6 @@ public enum ExperimentRunner {
         public var folder: String
         /// `folder` relative to the run folder.
         public var relativeFolder: String
-
-        public var name: String { relativeFolder }
     }
 
     /// The cells in the order a local run trains them (models, then seeds, then attacks): the
