@@ -17,7 +17,14 @@ public struct FSTDefense: Defense {
         self.config = config
         self.alpha = alpha
     }
-    public var name: String { "fst" }
+    public static let name = "fst"
+    public static let defaults = FSTDefense().settings
+    /// The authors' 2%.
+    public static let defaultCleanFraction = 0.02
+    public init(settings: [String: Double], seed: UInt64) throws {
+        self.init(config: try FineTuningConfig(settings: settings, seed: seed, defense: Self.name), alpha: settings["fst_alpha"]!)
+        guard alpha >= 0 else { throw DefenseSettingError.outOfRange(Self.name, "fst_alpha", alpha, expected: "a number at least 0") }
+    }
     public var settings: [String: Double] { config.settings.merging(["fst_alpha": alpha]) { $1 } }
 
     public func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision {

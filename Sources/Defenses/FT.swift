@@ -6,7 +6,13 @@ import NN
 public struct FTDefense: Defense {
     public var config: FineTuningConfig
     public init(config: FineTuningConfig = .backdoorBench) { self.config = config }
-    public var name: String { "ft" }
+    public static let name = "ft"
+    public static let defaults = FTDefense().settings
+    /// BackdoorBench's 5%.
+    public static let defaultCleanFraction = 0.05
+    public init(settings: [String: Double], seed: UInt64) throws {
+        self.init(config: try FineTuningConfig(settings: settings, seed: seed, defense: Self.name))
+    }
     public var settings: [String: Double] { config.settings }
 
     public func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision {

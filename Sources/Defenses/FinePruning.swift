@@ -18,7 +18,17 @@ public struct FPDefense: Defense {
         self.accRatio = accRatio
         self.oncePruneRatio = oncePruneRatio
     }
-    public var name: String { "fp" }
+    public static let name = "fp"
+    public static let defaults = FPDefense().settings
+    /// BackdoorBench's 5%.
+    public static let defaultCleanFraction = 0.05
+    public init(settings: [String: Double], seed: UInt64) throws {
+        self.init(config: try FineTuningConfig(settings: settings, seed: seed, defense: Self.name),
+                  accRatio: settings["acc_ratio"]!, oncePruneRatio: settings["once_prune_ratio"]!)
+        for (key, value) in [("acc_ratio", accRatio), ("once_prune_ratio", oncePruneRatio)] where !(value > 0 && value <= 1) {
+            throw DefenseSettingError.outOfRange(Self.name, key, value, expected: "a fraction in (0, 1]")
+        }
+    }
     public var settings: [String: Double] {
         config.settings.merging(["acc_ratio": accRatio, "once_prune_ratio": oncePruneRatio]) { $1 }
     }

@@ -50,6 +50,33 @@ public struct FineTuningConfig: Equatable {
          "momentum": Double(momentum), "weight_decay": Double(weightDecay), "augment": augment ? 1 : 0,
          "cosine_t_max": schedule == .cosine ? Double(cosineTMax ?? epochs) : 0]
     }
+
+    /// The configuration named by `settings` (the keys of `settings` above; cosine_t_max 0 is a
+    /// constant learning rate), checked.
+    public init(settings: [String: Double], seed: UInt64, defense: String) throws {
+        func integer(_ key: String) throws -> Int {
+            let value = settings[key]!
+            guard value >= 1, value == value.rounded(), value < 1e9 else {
+                throw DefenseSettingError.outOfRange(defense, key, value, expected: "a whole number at least 1")
+            }
+            return Int(value)
+        }
+        self.init(epochs: try integer("epochs"), batchSize: try integer("batch_size"), learningRate: Float(settings["lr"]!),
+                  weightDecay: Float(settings["weight_decay"]!), schedule: settings["cosine_t_max"]! == 0 ? .constant : .cosine)
+        if schedule == .cosine { cosineTMax = try integer("cosine_t_max") }
+        momentum = Float(settings["momentum"]!)
+        augment = settings["augment"]! != 0
+        self.seed = seed
+        guard learningRate > 0, learningRate.isFinite else {
+            throw DefenseSettingError.outOfRange(defense, "lr", settings["lr"]!, expected: "a positive number")
+        }
+        guard (0...1).contains(momentum) else {
+            throw DefenseSettingError.outOfRange(defense, "momentum", settings["momentum"]!, expected: "a number in [0, 1]")
+        }
+        guard weightDecay >= 0, weightDecay.isFinite else {
+            throw DefenseSettingError.outOfRange(defense, "weight_decay", settings["weight_decay"]!, expected: "a number at least 0")
+        }
+    }
 }
 
 /// An extra term of the fine-tuning loss, with the hooks it needs around each SGD step.

@@ -27,7 +27,25 @@ public struct NADDefense: Defense {
                 betas: [Double] = [500, 1000, 1000], p: Double = 2) {
         (self.teacher, self.student, self.betas, self.p) = (teacher, student, betas, p)
     }
-    public var name: String { "nad" }
+    public static let name = "nad"
+    public static let defaults = NADDefense().settings
+    /// BackdoorBench's 5%.
+    public static let defaultCleanFraction = 0.05
+    /// The student's fine-tuning from the settings; the teacher's is the reference's with
+    /// `teacher_epochs` and the same learning rate and batch size.
+    public init(settings: [String: Double], seed: UInt64) throws {
+        let student = try FineTuningConfig(settings: settings, seed: seed, defense: Self.name)
+        var teacher = Self.referenceTeacher
+        teacher.epochs = try FineTuningConfig(settings: settings.merging(["epochs": settings["teacher_epochs"]!]) { $1 },
+                                              seed: seed, defense: Self.name).epochs
+        (teacher.learningRate, teacher.batchSize, teacher.seed) = (student.learningRate, student.batchSize, seed)
+        let betas = (1...3).map { settings["nad_beta\($0)"]! }
+        for (i, beta) in betas.enumerated() where !(beta >= 0) {
+            throw DefenseSettingError.outOfRange(Self.name, "nad_beta\(i + 1)", beta, expected: "a number at least 0")
+        }
+        guard settings["nad_p"]! > 0 else { throw DefenseSettingError.outOfRange(Self.name, "nad_p", settings["nad_p"]!, expected: "a positive number") }
+        self.init(teacher: teacher, student: student, betas: betas, p: settings["nad_p"]!)
+    }
     public var settings: [String: Double] {
         var out = student.settings
         out["teacher_epochs"] = Double(teacher.epochs)

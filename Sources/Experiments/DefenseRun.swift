@@ -40,10 +40,11 @@ public struct DefenseResult: Codable, Equatable {
         }
     }
 
-    func write(path: String) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try AtomicFile.write(String(decoding: try encoder.encode(self), as: UTF8.self) + "\n", to: path)
+    /// Writes the result with `decision`: what else the defense chose and how (free-form, per defense).
+    func write(path: String, decision: [String: Any]) throws {
+        var object = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(self)) as! [String: Any]
+        object["decision"] = decision
+        try AtomicFile.write(try JSONOutput.string(object) + "\n", to: path)
     }
 }
 
@@ -80,7 +81,7 @@ public enum DefenseRun {
                                    cleanImages: clean.count, testImages: test.count, seconds: seconds,
                                    before: before, after: after,
                                    pruned: decision.pruned.map { .init(layer: $0.layer, index: $0.index, value: $0.value) })
-        try result.write(path: (directory as NSString).appendingPathComponent(DefenseResult.fileName))
+        try result.write(path: (directory as NSString).appendingPathComponent(DefenseResult.fileName), decision: decision.details)
         try log("wrote \(modelPath) and result.json (\(decision.pruned.count) channels pruned)")
         return result
     }

@@ -83,6 +83,13 @@ public enum ReportBuilder {
             }
         }
 
+        /// A defenses matrix (leaderboard.json, no summary.json) has no ANP chain: its masks,
+        /// pruning curves, sweep and ANP summary would be only notes of missing files.
+        func applies(to run: RunFolder) -> Bool {
+            guard run.leaderboard.value != nil, run.summary.value == nil else { return true }
+            return ![.summary, .masks, .pruning, .sweep].contains(self)
+        }
+
         func blocks(_ run: RunFolder) -> [ReportDocument.Block] {
             switch self {
             case .summary: return summarySection(run)
@@ -104,7 +111,7 @@ public enum ReportBuilder {
         if let preset = run.summary.value?.preset {
             document.blocks.append(.paragraph("Preset: \(preset). Attacks: \(run.attacks.isEmpty ? "none found" : run.attacks.map(\.name).joined(separator: ", "))."))
         }
-        for section in Section.allCases {
+        for section in Section.allCases where section.applies(to: run) {
             document.blocks.append(.heading(level: 2, text: section.title, anchor: section.rawValue))
             document.blocks += section.blocks(run)
         }
@@ -378,7 +385,12 @@ public enum ReportBuilder {
                 blocks.append(.note("Missing: summary.json has no \"config\" object"))
             }
         default:
-            blocks.append(.note(run.summary.problem!))
+            if let yaml = try? String(contentsOfFile: run.directory + "/config.yaml", encoding: .utf8) {
+                blocks.append(.paragraph("Run configuration (config.yaml):"))
+                blocks.append(.code(yaml, language: "yaml"))
+            } else {
+                blocks.append(.note(run.summary.problem!))
+            }
         }
         for attack in run.attacks {
             blocks.append(.heading(level: 3, text: "\(attack.name): training configuration", anchor: nil))

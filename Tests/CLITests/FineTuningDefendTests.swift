@@ -62,14 +62,14 @@ final class FineTuningDefendTests: XCTestCase {
         for (flags, expected) in [
             (["--defense", "nad", "--nad-betas", "500,1000"], "--nad-betas \"500,1000\" is invalid: expected three numbers"),
             (["--defense", "nad", "--nad-betas", "a,b,c"], "--nad-betas \"a,b,c\""),
-            (["--defense", "nad", "--nad-p", "0"], "--nad-p 0.0 is invalid"),
-            (["--defense", "fp", "--acc-ratio", "0"], "--acc-ratio 0.0 is out of range"),
+            (["--defense", "nad", "--nad-p", "0"], "--nad-p 0 is out of range"),
+            (["--defense", "fp", "--acc-ratio", "0"], "--acc-ratio 0 is out of range"),
             (["--defense", "fp", "--once-prune-ratio", "1.5"], "--once-prune-ratio 1.5 is out of range"),
             (["--defense", "ft", "--epochs", "0"], "--epochs 0 is out of range"),
             (["--defense", "ft", "--batch-size", "0"], "--batch-size 0 is out of range"),
-            (["--defense", "ft", "--lr=-1"], "--lr -1.0 is invalid"),
+            (["--defense", "ft", "--lr=-1"], "--lr -1 is out of range"),
             (["--defense", "ft", "--clean-frac", "0"], "--clean-frac 0 leaves the defender no clean images"),
-            (["--defense", "fst", "--fst-alpha=-0.1"], "--fst-alpha -0.1 is invalid"),
+            (["--defense", "fst", "--fst-alpha=-0.1"], "--fst-alpha -0.1 is out of range"),
         ] {
             XCTAssertThrowsError(try DefendCommand.parse(flags + base), "\(flags)") { error in
                 let message = DefendCommand.message(for: error)

@@ -73,6 +73,9 @@ final class ExperimentMatrixTests: XCTestCase {
         XCTAssertTrue(csv[1].hasPrefix("badnets,clp,resnet18,0,"), String(csv[1]))
         let report = try String(contentsOfFile: base + "/straight/report.md", encoding: .utf8)
         XCTAssertTrue(report.contains("## Leaderboard: attacks x defenses"))
+        XCTAssertFalse(report.contains("Missing: summary.json"), "a matrix has no ANP chain to miss")
+        XCTAssertFalse(report.contains("## ANP mask values"))
+        XCTAssertTrue(report.contains("Run configuration (config.yaml)"))
         XCTAssertTrue(FileManager.default.fileExists(atPath: base + "/straight/plots/leaderboard_asr_resnet18.svg"))
         // Both defenses of an attack ran on the same model, trained once.
         XCTAssertEqual(try DefenseResult.read(path: base + "/straight/badnets/defense-clp/result.json").before,
