@@ -25,7 +25,7 @@ final class MatrixCellsTests: XCTestCase {
     private func files(under root: String) -> Set<String> {
         Set((FileManager.default.enumerator(atPath: root)?.allObjects as? [String] ?? []).filter { path in
             var isFolder: ObjCBool = false
-            FileManager.default.fileExists(atPath: root + "/" + path, isDirectory: &isFolder)
+            _ = FileManager.default.fileExists(atPath: root + "/" + path, isDirectory: &isFolder)
             return !isFolder.boolValue
         })
     }
