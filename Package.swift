@@ -29,13 +29,13 @@ let package = Package(
         // Architectures (ResNet-18) and checkpoints that name them.
         .target(name: "Models", dependencies: ["Backend", "Formats", "NN", "Support"]),
         // CIFAR-10 loading, verification, download, split, augmentation, batching.
-        .target(name: "Datasets", dependencies: ["Support", "Formats"], resources: [.copy("Resources")]),
+        .target(name: "Datasets", dependencies: ["Support", "Formats"], resources: [.copy("ReferenceData")]),
         // Training loop, evaluation, run logs.
         .target(name: "Training", dependencies: ["Backend", "Datasets", "Formats", "Models", "NN", "Support"]),
         // Experiment reports: HTML with inline SVG plots, Markdown.
         .target(name: "Reports", dependencies: ["Support"]),
         // Triggers, poisoning, clean-label PGD.
-        .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"], resources: [.copy("Resources")]),
+        .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"], resources: [.copy("ReferenceData")]),
         // Adversarial Neuron Pruning.
         .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "Models", "NN", "Support", "Training"]),
         // The experiment runner: typed, YAML-configurable experiments, stages, the attack x defense matrix.

@@ -120,7 +120,7 @@ extension Trigger {
     /// The papers' Blend pattern (csdongxian/ANP_backdoor's `data/cifar_gaussian_noise.png`,
     /// uniform noise despite its name), shipped with the tool.
     public static var referencePatternFile: String {
-        (Bundle.module.resourceURL ?? Bundle.module.bundleURL).appendingPathComponent("Resources/cifar_gaussian_noise.png").path
+        (Bundle.module.resourceURL ?? Bundle.module.bundleURL).appendingPathComponent("ReferenceData/cifar_gaussian_noise.png").path
     }
 
     /// The Blend trigger with the pattern of `patternFile` (a 32x32 gray or RGB PNG), the

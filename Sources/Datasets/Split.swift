@@ -70,7 +70,7 @@ public enum Permutation {
     /// The ANP reference's permutation of the 50,000 CIFAR-10 training indices
     /// (csdongxian/ANP_backdoor's `data/cifar_shuffle.txt`), shipped with the tool.
     public static var referenceFile: String {
-        (Bundle.module.resourceURL ?? Bundle.module.bundleURL).appendingPathComponent("Resources/cifar_shuffle.txt").path
+        (Bundle.module.resourceURL ?? Bundle.module.bundleURL).appendingPathComponent("ReferenceData/cifar_shuffle.txt").path
     }
 
     /// The split a run uses: the file given by `--split-file`; without one the reference's
