@@ -58,9 +58,14 @@ PartitionName=local Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 
 : > "$state/pids"
-start() {  # name, command...: in the foreground of a background job, so $! is the daemon itself
+start() {  # name, command...: exec'd in the foreground of a background subshell, so $! is the daemon itself
     local name=$1; shift
-    "$@" > "$state/log/$name.out" 2>&1 &
+    (
+        # The daemons keep none of the caller's descriptors (a caller waiting for this script's
+        # pipes or sockets to close would otherwise wait for the cluster to stop).
+        for fd in $(ls /proc/$BASHPID/fd); do ((fd > 2)) && eval "exec $fd>&-"; done
+        exec "$@" > "$state/log/$name.out" 2>&1 < /dev/null
+    ) &
     echo "$name $!" >> "$state/pids"
 }
 start munged munged --foreground --force --socket="$socket" --key-file="$state/munge/munge.key" \
