@@ -75,6 +75,39 @@ final class SlurmClusterTests: XCTestCase {
         throw Failure("job array \(job) still queued after \(Int(timeout)) s; task logs:\n\(tails)")
     }
 
+    /// `run --slurm --dry-run` writes the script that runs this binary on each cell, submits nothing;
+    /// cluster flags are checked and name themselves.
+    func testDryRunWritesTheScriptForThisBinaryAndBadClusterFlagsNameThemselves() throws {
+        let root = try temporaryDirectory() + "/run"
+        let command = try RunCommand.parse(["--preset", "quick", "--attacks", "badnets,blend,clean-label", "--defenses", "clp,anp",
+                                            "--output-dir", root, "--data-dir", "/data/cifar10", "--threads", "3", "--slurm", "--dry-run",
+                                            "--max-parallel", "2", "--sbatch-arg=--mem=4G", "--quiet"])
+        try command.run()
+        let script = try String(contentsOfFile: root + "/slurm/matrix.sbatch", encoding: .utf8)
+        XCTAssertTrue(script.contains("#SBATCH --array=0-2%2\n"), script)
+        XCTAssertTrue(script.contains("#SBATCH --mem=4G\n"), script)
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        XCTAssertTrue(script.hasSuffix("exec '\(exe)' 'run' '--config' '\(root)/config.yaml' '--output-dir' '\(root)' '--data-dir' "
+            + "'/data/cifar10' '--threads' '3' --cell \"$SLURM_ARRAY_TASK_ID\" --resume --quiet\n"), script)
+        XCTAssertEqual(try ExperimentConfigFile.settings(preset: "quick", configFile: root + "/config.yaml").matrix.attacks,
+                       ["badnets", "blend", "clean-label"])
+        XCTAssertTrue(SlurmSubmission.submissions(root: root).isEmpty)
+
+        func message(_ arguments: [String]) -> String {
+            do { _ = try RunCommand.parse(["--defenses", "clp"] + arguments); return "no error" } catch {
+                return RunCommand.message(for: error)
+            }
+        }
+        XCTAssertEqual(message(["--dry-run"]), "--partition, --time, --cpus-per-task, --gres, --max-parallel, --sbatch-arg and --dry-run need --slurm")
+        XCTAssertEqual(message(["--slurm", "--time", "90min"]), "--time: 90min is not a Slurm time limit: expected HH:MM:SS, MM, or D-HH:MM:SS")
+        XCTAssertEqual(message(["--slurm", "--cell", "1"]), "--slurm and --cell: choose one")
+        XCTAssertEqual(message(["--cell", "-1"]), "--cell -1 is out of range: expected a cell index of at least 0")
+        let collect = try RunCommand.parse(["--collect", root + "/missing"])
+        XCTAssertThrowsError(try collect.run()) { error in
+            XCTAssertTrue("\(error)".contains("config.yaml"), "\(error)")
+        }
+    }
+
     func testMatrixOnALocalSlurmClusterEqualsTheLocalRunAfterACancelledTaskIsResubmitted() throws {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
         let repository = SharedData.packageRoot()
