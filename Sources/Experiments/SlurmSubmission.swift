@@ -96,13 +96,17 @@ public enum SlurmSubmission {
         let cellList = folder(root) + "/" + cellListName
         try AtomicFile.write(list, to: cellList)
         let scriptPath = folder(root) + "/" + scriptName
-        try AtomicFile.write(script(root: root, executable: executable, arguments: arguments, workingDirectory: workingDirectory,
-                                    cells: pending, options: options), to: scriptPath)
+        // With every cell finished there is nothing to submit: the last script stays as it was.
+        if !pending.isEmpty {
+            try AtomicFile.write(script(root: root, executable: executable, arguments: arguments, workingDirectory: workingDirectory,
+                                        cells: pending, options: options), to: scriptPath)
+        }
         return Prepared(script: scriptPath, cellList: cellList, cells: pending, total: cells.count)
     }
 
-    /// The array's task ids as ranges (`0-3,5`), throttled by `%K`.
+    /// The array's task ids (not empty) as ranges (`0-3,5`), throttled by `%K`.
     static func arraySpec(_ cells: [Int], maxParallel: Int?) -> String {
+        precondition(!cells.isEmpty, "an array of no tasks")
         var ranges: [String] = []
         var start = cells.first ?? 0, previous = start
         for cell in cells.dropFirst() + [Int.min] {
