@@ -88,7 +88,7 @@ struct ClusterOptions: ParsableArguments {
     @Flag(help: "Submit the matrix to Slurm as a job array (one task per attack x model x seed, its defenses in the same task) instead of running it here.")
     var slurm = false
     @Option(help: "Slurm partition of the tasks.") var partition: String?
-    @Option(help: "Time limit of each task (HH:MM:SS or D-HH:MM:SS); a task stopped by it and requeued resumes.") var time: String?
+    @Option(help: "Time limit of each task (HH:MM:SS or D-HH:MM:SS); a task stopped by it continues when resubmitted with --slurm --resume.") var time: String?
     @Option(help: "CPUs per task (the task's --threads follow them unless --threads is given).") var cpusPerTask: Int?
     @Option(help: "Generic resources per task, e.g. gpu:1 (once a GPU backend exists).") var gres: String?
     @Option(help: "At most K tasks running at once (the array's %K).") var maxParallel: Int?
