@@ -94,7 +94,7 @@ struct ClusterOptions: ParsableArguments {
     @Option(help: "At most K tasks running at once (the array's %K).") var maxParallel: Int?
     @Option(help: "A further #SBATCH line, e.g. --sbatch-arg=--mem=8G (repeatable).") var sbatchArg: [String] = []
     @Flag(help: "With --slurm: write config.yaml, slurm/cells.txt and slurm/matrix.sbatch without submitting.") var dryRun = false
-    @Option(help: "Run only training cell K of the matrix (slurm/cells.txt lists them), writing only inside its folder.")
+    @Option(parsing: .unconditional, help: "Run only training cell K of the matrix (slurm/cells.txt lists them), writing only inside its folder.")
     var cell: Int?
     @Option(help: "Gather the finished cells of the run folder DIR into leaderboard.json/.csv and the report; list the missing or failed ones with their Slurm jobs and logs (exit 1 while any is).")
     var collect: String?
