@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "DatasetsTests", dependencies: ["TestSupport", "Datasets", "Formats"]),
         .testTarget(name: "TrainingTests", dependencies: ["TestSupport", "Backend", "Datasets", "Models", "NN", "OneDNNBackend", "Training"]),
         .testTarget(name: "ReportsTests", dependencies: ["Reports"]),
-        .testTarget(name: "AttacksTests", dependencies: ["TestSupport", "Attacks", "Backend", "Datasets", "Models", "NN", "OneDNNBackend"]),
+        .testTarget(name: "AttacksTests", dependencies: ["TestSupport", "Attacks", "Backend", "Datasets", "Models", "NN", "OneDNNBackend", "Training"]),
         .testTarget(name: "DefensesTests",
                     dependencies: ["TestSupport", "Attacks", "Backend", "Datasets", "Defenses", "Models", "NN", "OneDNNBackend", "Training"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "Backend", "BackdoorCLI", "Experiments", "Models", "NN", "OneDNNBackend"]),

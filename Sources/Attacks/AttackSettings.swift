@@ -7,14 +7,76 @@ import Support
 public enum PoisonType: String, CaseIterable {
     case benign, badnets, blend
     case cleanLabel = "clean-label"
+    case sig, wanet, bpp, ftrojan
 
-    /// The trigger each attack uses (none for benign training).
+    /// The pattern-and-mask trigger of the attacks that have one.
     public var triggerKind: Trigger.Kind? {
         switch self {
-        case .benign: return nil
         case .badnets: return .checkerboard1Corner
         case .blend: return .gaussianNoise
         case .cleanLabel: return .checkerboard4Corner
+        case .benign, .sig, .wanet, .bpp, .ftrojan: return nil
+        }
+    }
+
+    /// WaNet and BPP poison each training batch afresh instead of a fixed set of images.
+    public var poisonsPerBatch: Bool { self == .wanet || self == .bpp }
+
+    /// Which images a fixed-set attack poisons, and so what `--poison-rate` means for it.
+    public var selection: Poisoning.Selection {
+        switch self {
+        case .benign, .badnets, .blend: return .nonTarget
+        case .cleanLabel, .sig: return .targetClass
+        case .wanet, .bpp, .ftrojan: return .wholeSet
+        }
+    }
+
+    /// What `--poison-rate` means for this attack (for --help and the trigger information).
+    public var rateMeaning: String {
+        poisonsPerBatch ? "share of each training batch (int(rate x batch size)), relabelled to the target; "
+            + "over an epoch a share of the whole training set" : selection.rateMeaning
+    }
+}
+
+/// The settings of the data-trigger attacks, BackdoorBench's defaults (config/attack/*/default.yaml).
+public struct DataTriggerSettings: Equatable {
+    public var sigDelta = SIGTrigger.defaultDelta
+    public var sigFrequency = SIGTrigger.defaultFrequency
+    public var wanetK = WaNetWarp.defaultK
+    public var wanetS = WaNetWarp.defaultS
+    public var gridRescale = WaNetWarp.defaultGridRescale
+    /// WaNet's noise-mode images per triggered image.
+    public var crossRatio = 2.0
+    public var squeezeNum = BPPSqueeze.defaultSqueezeNum
+    public var dithering = false
+    /// BPP's negative samples as a share of each batch.
+    public var negativeRatio = 0.1
+    public var ftrojanMagnitude = FTrojanTrigger.defaultMagnitude
+    public var ftrojanWindow = FTrojanTrigger.defaultWindow
+    public var ftrojanChannels = FTrojanTrigger.defaultChannels
+    public var ftrojanPositions = FTrojanTrigger.defaultPositions
+    public init() {}
+
+    /// The trigger of `type` (nil for the pattern-and-mask attacks and benign); WaNet's warp
+    /// field is drawn from `seed`.
+    public func trigger(for type: PoisonType, seed: UInt64) throws -> AttackTrigger? {
+        switch type {
+        case .sig: return .sig(try SIGTrigger(delta: sigDelta, frequency: sigFrequency))
+        case .wanet: return .wanet(try WaNetWarp.random(k: wanetK, s: wanetS, gridRescale: gridRescale, seed: seed))
+        case .bpp: return .bpp(try BPPSqueeze(squeezeNum: squeezeNum, dithering: dithering))
+        case .ftrojan:
+            return .ftrojan(try FTrojanTrigger(channels: ftrojanChannels, window: ftrojanWindow, magnitude: ftrojanMagnitude,
+                                               positions: ftrojanPositions))
+        case .benign, .badnets, .blend, .cleanLabel: return nil
+        }
+    }
+
+    /// The training-only settings of `type`, for the trigger information's notes.
+    func notes(for type: PoisonType) -> [String: String] {
+        switch type {
+        case .wanet: return ["cross_ratio": "\(crossRatio)"]
+        case .bpp: return ["neg_ratio": "\(negativeRatio)"]
+        default: return [:]
         }
     }
 }
@@ -33,11 +95,14 @@ public struct AttackSettings: Equatable {
     public var patternPath: String?
     /// `--clb-dir`: the folder `backdoor clean-label` wrote (clean-label only).
     public var cleanLabelDirectory: String?
-    /// Seeds the poisoned-image draw and the seeded noise pattern.
+    /// Seeds the poisoned-image draw, the seeded noise pattern and WaNet's warp.
     public var seed: UInt64
+    /// SIG, WaNet, BPP and FTrojan.
+    public var data = DataTriggerSettings()
 
     public init(poisonType: PoisonType, target: Int = 0, rate: Double = 0.1, alpha: Double? = nil,
-                patternPath: String? = nil, cleanLabelDirectory: String? = nil, seed: UInt64 = 0) {
+                patternPath: String? = nil, cleanLabelDirectory: String? = nil, seed: UInt64 = 0,
+                data: DataTriggerSettings = DataTriggerSettings()) {
         self.poisonType = poisonType
         self.target = target
         self.rate = rate
@@ -45,6 +110,7 @@ public struct AttackSettings: Equatable {
         self.patternPath = patternPath
         self.cleanLabelDirectory = cleanLabelDirectory
         self.seed = seed
+        self.data = data
     }
 
     /// The opacity used: `alpha`, or the trigger's default.
@@ -60,6 +126,17 @@ public struct AttackSettings: Equatable {
             throw AttackError.invalidValue(name: "--trigger-pattern with poison type", value: poisonType.rawValue,
                                            allowed: "poison type blend (only Blend takes a pattern image)")
         }
+        if alpha != nil && poisonType.triggerKind == nil && poisonType != .benign {
+            throw AttackError.invalidValue(name: "--trigger-alpha with poison type", value: poisonType.rawValue,
+                                           allowed: "badnets, blend or clean-label (the attacks with a pattern and mask)")
+        }
+        _ = try data.trigger(for: poisonType, seed: seed)
+        if case .wanet = poisonType, !(data.crossRatio >= 0 && data.crossRatio.isFinite) {
+            throw AttackError.invalidValue(name: "cross ratio", value: "\(data.crossRatio)", allowed: "a number >= 0")
+        }
+        if case .bpp = poisonType, !(0...1).contains(data.negativeRatio) {
+            throw AttackError.invalidValue(name: "negative ratio", value: "\(data.negativeRatio)", allowed: "a number in [0, 1]")
+        }
         if cleanLabelDirectory == nil && poisonType == .cleanLabel {
             throw AttackError.invalidValue(name: "poison type", value: "clean-label without --clb-dir",
                                            allowed: "--clb-dir FOLDER (written by `backdoor clean-label`)")
@@ -70,6 +147,11 @@ public struct AttackSettings: Equatable {
     /// the Blend pattern is the seeded noise rather than the papers'.
     public func triggerInfo() throws -> (info: TriggerInfo?, note: String?) {
         try validate()
+        var notes = data.notes(for: poisonType)
+        (notes["poison_rate"], notes["poison_rate_meaning"]) = ("\(rate)", poisonType.rateMeaning)
+        if let trigger = try data.trigger(for: poisonType, seed: seed) {
+            return (try TriggerInfo(poisonType: poisonType.rawValue, trigger: trigger, target: target, notes: notes), nil)
+        }
         guard let kind = poisonType.triggerKind else { return (nil, nil) }
         let trigger: Trigger
         var source: String?
@@ -84,19 +166,22 @@ public struct AttackSettings: Equatable {
         case .checkerboard1Corner, .checkerboard4Corner:
             trigger = try .standard(kind, alpha: effectiveAlpha)
         }
-        return (try TriggerInfo(poisonType: poisonType.rawValue, trigger: trigger, target: target, patternSource: source), note)
+        return (try TriggerInfo(poisonType: poisonType.rawValue, trigger: trigger, target: target, patternSource: source,
+                                notes: notes), note)
     }
 
     /// The training set of this attack from the attacker's split (in split order): poisoned by
-    /// BadNets/Blend, read from `--clb-dir` for clean-label, unchanged for benign.
+    /// BadNets, Blend, SIG and FTrojan, read from `--clb-dir` for clean-label, unchanged for
+    /// benign and for the per-batch attacks (see `batchAttack`).
     public func trainingSet(attackerSet: ImageSet, triggerInfo: TriggerInfo?) throws -> PoisonedTrainingSet {
         try validate()
         switch poisonType {
-        case .benign:
+        case .benign, .wanet, .bpp:
             return PoisonedTrainingSet(clean: attackerSet)
-        case .badnets, .blend:
-            guard let triggerInfo else { preconditionFailure("BadNets and Blend need their trigger information") }
-            return try Poisoning.trainingSet(attackerSet, trigger: triggerInfo.trigger, target: target, rate: rate, seed: seed)
+        case .badnets, .blend, .sig, .ftrojan:
+            guard let triggerInfo else { preconditionFailure("\(poisonType.rawValue) needs its trigger information") }
+            return try Poisoning.trainingSet(attackerSet, trigger: triggerInfo.trigger, target: target, rate: rate,
+                                             selection: poisonType.selection, seed: seed)
         case .cleanLabel:
             let directory = cleanLabelDirectory!
             let set = try PoisonedSetFolder.read(directory: directory)
@@ -109,6 +194,18 @@ public struct AttackSettings: Equatable {
                                                allowed: "\(made), the class the clean-label folder \(directory) was made for")
             }
             return set
+        }
+    }
+}
+
+extension AttackSettings {
+    /// The per-batch poisoning of WaNet and BPP with the trigger of `triggerInfo` (nil for the
+    /// other attacks).
+    public func batchAttack(triggerInfo: TriggerInfo?) throws -> BatchAttack? {
+        switch triggerInfo?.trigger {
+        case let .wanet(warp)?: return try BatchAttack(method: .wanet(warp, crossRatio: data.crossRatio), target: target, rate: rate)
+        case let .bpp(squeeze)?: return try BatchAttack(method: .bpp(squeeze, negativeRatio: data.negativeRatio), target: target, rate: rate)
+        default: return nil
         }
     }
 }

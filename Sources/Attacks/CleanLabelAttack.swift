@@ -6,32 +6,23 @@ import Support
 /// training set are made hard to classify with PGD, then get the four-corner trigger; their
 /// labels stay correct, so the model learns to rely on the trigger for the target class.
 public enum CleanLabelAttack {
-    /// floor(rate x target-class images), as for BadNets/Blend.
-    public static func poisonCount(rate: Double, targetImages: Int) -> Int {
-        Poisoning.poisonCount(rate: rate, candidates: targetImages)
-    }
-
-    /// The target-class images to poison: a seeded draw without replacement, ascending.
+    /// The target-class images to poison: round(rate x all images of `labels`), at most the
+    /// whole target class (BackdoorBench's clean-label meaning), a seeded draw, ascending.
     public static func chooseImages(labels: [Int], target: Int, rate: Double, seed: UInt64) throws -> [Int] {
-        try Poisoning.validate(rate: rate)
-        try Poisoning.validate(target: target)
-        var candidates = labels.indices.filter { labels[$0] == target }
-        let count = poisonCount(rate: rate, targetImages: candidates.count)
-        var generator = SeededGenerator(seed: seed, stream: "clean-label selection")
-        for i in 0..<count {
-            let j = i + Int(generator.next(upperBound: UInt64(candidates.count - i)))
-            candidates.swapAt(i, j)
-        }
-        return candidates[0..<count].sorted()
+        try Poisoning.chooseImages(labels: labels, target: target, rate: rate, selection: .targetClass,
+                                   seed: seed, stream: "clean-label selection")
     }
 
     /// The poisoned training set: `attackerSet` with the chosen target-class images replaced by
-    /// their PGD-perturbed, quantised, triggered versions. Labels are unchanged.
+    /// their PGD-perturbed, quantised, triggered versions. Labels are unchanged. With `limit`,
+    /// only the first `limit` images are the training set the rate is a share of (a run that
+    /// trains on a prefix of the split).
     public static func poison(_ attackerSet: ImageSet, classifier: ImageClassifier, target: Int, rate: Double,
                               trigger: Trigger, pgd: CleanLabelPGD, seed: UInt64,
-                              progress: ProgressBar? = nil) throws -> PoisonedTrainingSet {
+                              limit: Int? = nil, progress: ProgressBar? = nil) throws -> PoisonedTrainingSet {
         try pgd.validate()
-        let chosen = try chooseImages(labels: attackerSet.labels, target: target, rate: rate, seed: seed)
+        let chosen = try chooseImages(labels: Array(attackerSet.labels.prefix(limit ?? attackerSet.count)),
+                                      target: target, rate: rate, seed: seed)
         let perturbed = try pgd.perturb(attackerSet.subset(chosen), classifier: classifier, seed: seed, progress: progress)
         var images = attackerSet
         var isPoisoned = [Bool](repeating: false, count: attackerSet.count)

@@ -25,8 +25,8 @@ public struct PoisonedTrainingSet: Equatable {
     public var poisonedIndices: [Int] { isPoisoned.indices.filter { isPoisoned[$0] } }
 }
 
-/// BadNets/Blend poisoning of a training set and the attack-success test set, as the ANP
-/// reference does it (`add_trigger_cifar`, `add_predefined_trigger_cifar`).
+/// Poisoning a training set once (BadNets and Blend as the ANP reference's `add_trigger_cifar`;
+/// SIG and FTrojan as BackdoorBench) and the attack-success test set.
 public enum Poisoning {
     public static let numClasses = 10
 
@@ -43,32 +43,71 @@ public enum Poisoning {
         }
     }
 
+    /// Which training images an attack poisons and what `--poison-rate` means for it.
+    public enum Selection: String, Equatable {
+        /// BadNets, Blend (the ANP reference): floor(rate x non-target images), relabelled to the target.
+        case nonTarget = "non-target"
+        /// FTrojan (BackdoorBench): round(rate x all images), any class, relabelled to the target.
+        case wholeSet = "whole-set"
+        /// SIG and PGD clean-label (BackdoorBench): round(rate x all images), at most the whole
+        /// target class, drawn from it; labels kept.
+        case targetClass = "target-class"
+
+        /// The meaning, for --help and the trigger information.
+        public var rateMeaning: String {
+            switch self {
+            case .nonTarget: return "share of the non-target training images (floor(rate x non-target images)), relabelled to the target"
+            case .wholeSet: return "share of the whole training set (round(rate x images)), relabelled to the target"
+            case .targetClass: return "share of the whole training set (round(rate x images)), at most the whole target class, labels kept"
+            }
+        }
+    }
+
     /// floor(rate x candidates), as the reference's `int(poison_rate * len(poison_cand))`.
     public static func poisonCount(rate: Double, candidates: Int) -> Int {
         Int((rate * Double(candidates)).rounded(.down))
     }
 
-    /// Poisons floor(rate x candidates) images drawn without replacement (seeded) from those
-    /// whose label is not `target`: each gets the trigger and the target label.
-    public static func trainingSet(_ clean: ImageSet, trigger: Trigger, target: Int, rate: Double,
-                                   seed: UInt64) throws -> PoisonedTrainingSet {
+    /// The images `selection` poisons among `labels`: a seeded draw without replacement from
+    /// `stream`, ascending.
+    public static func chooseImages(labels: [Int], target: Int, rate: Double, selection: Selection,
+                                    seed: UInt64, stream: String) throws -> [Int] {
         try validate(rate: rate)
         try validate(target: target)
-        var candidates = clean.labels.indices.filter { clean.labels[$0] != target }
-        let count = poisonCount(rate: rate, candidates: candidates.count)
+        var candidates: [Int], count: Int
+        // round() as Python's: half to even.
+        let shareOfAll = Int((rate * Double(labels.count)).rounded(.toNearestOrEven))
+        switch selection {
+        case .nonTarget:
+            candidates = labels.indices.filter { labels[$0] != target }
+            count = poisonCount(rate: rate, candidates: candidates.count)
+        case .wholeSet:
+            candidates = Array(labels.indices)
+            count = shareOfAll
+        case .targetClass:
+            candidates = labels.indices.filter { labels[$0] == target }
+            count = min(shareOfAll, candidates.count)
+        }
         // Partial Fisher-Yates: the first `count` slots end up a uniform sample without replacement.
-        var generator = SeededGenerator(seed: seed, stream: "poison-training-set")
+        var generator = SeededGenerator(seed: seed, stream: stream)
         for i in 0..<count {
             let j = i + Int(generator.next(upperBound: UInt64(candidates.count - i)))
             candidates.swapAt(i, j)
         }
-        let chosen = candidates[0..<count].sorted()
+        return candidates[0..<count].sorted()
+    }
 
+    /// Poisons the images `selection` chooses (seeded): each gets the trigger, and the target
+    /// label unless the attack is clean-label.
+    public static func trainingSet<T: ImageTrigger>(_ clean: ImageSet, trigger: T, target: Int, rate: Double,
+                                                    selection: Selection = .nonTarget, seed: UInt64) throws -> PoisonedTrainingSet {
+        let chosen = try chooseImages(labels: clean.labels, target: target, rate: rate, selection: selection,
+                                      seed: seed, stream: "poison-training-set")
         var images = clean
         trigger.apply(to: &images, at: chosen)
         var isPoisoned = [Bool](repeating: false, count: clean.count)
         for index in chosen {
-            images.labels[index] = target
+            if selection != .targetClass { images.labels[index] = target }
             isPoisoned[index] = true
         }
         return PoisonedTrainingSet(images: images, isPoisoned: isPoisoned)
@@ -76,7 +115,7 @@ public enum Poisoning {
 
     /// The attack-success set: every test image whose true label is not `target`, in order,
     /// with the trigger and the target label. ASR is the accuracy on it.
-    public static func testSet(_ test: ImageSet, trigger: Trigger, target: Int) throws -> ImageSet {
+    public static func testSet<T: ImageTrigger>(_ test: ImageSet, trigger: T, target: Int) throws -> ImageSet {
         var poisoned = try triggeredTestSet(test, trigger: trigger, target: target)
         poisoned.labels = [Int](repeating: target, count: poisoned.count)
         return poisoned
@@ -84,7 +123,7 @@ public enum Poisoning {
 
     /// The same triggered non-target test images with their true labels: accuracy on them is
     /// the robust accuracy (how much of the model's skill the trigger leaves).
-    public static func triggeredTestSet(_ test: ImageSet, trigger: Trigger, target: Int) throws -> ImageSet {
+    public static func triggeredTestSet<T: ImageTrigger>(_ test: ImageSet, trigger: T, target: Int) throws -> ImageSet {
         try validate(target: target)
         var triggered = test.subset(test.labels.indices.filter { test.labels[$0] != target })
         trigger.apply(to: &triggered, at: Array(0..<triggered.count))

@@ -3,7 +3,8 @@ import Formats
 import Support
 
 /// What `backdoor train` saves beside a model so that `eval` and the defense can rebuild the
-/// poisoned test set: the attack, the trigger (pattern, mask, alpha) and the target class.
+/// poisoned test set: the attack, the trigger (pattern, mask and alpha, or the settings and grids
+/// of SIG, WaNet, BPP and FTrojan) and the target class.
 /// Stored as safetensors with a JSON summary twin; the format is documented in
 /// docs/trigger-info.md so a Python user can read it with `safetensors.numpy.load_file`.
 public struct TriggerInfo: Equatable {
@@ -12,19 +13,30 @@ public struct TriggerInfo: Equatable {
     /// The file name beside a model.
     public static let fileName = "trigger_info.safetensors"
 
-    /// The attack that used the trigger: "badnets", "blend" or "clean-label".
+    /// The attack that used the trigger: a `PoisonType` name such as "badnets" or "wanet".
     public var poisonType: String
-    public var trigger: Trigger
+    public var trigger: AttackTrigger
     public var target: Int
     /// Where the pattern came from when it is not built in (a PNG path, or the seeded noise).
     public var patternSource: String?
+    /// Settings of the training-time attack that do not change the trigger (poison_rate and its
+    /// meaning, cross_ratio, neg_ratio), written as metadata for people; not needed to poison.
+    public var notes: [String: String]
 
-    public init(poisonType: String, trigger: Trigger, target: Int, patternSource: String? = nil) throws {
+    public init(poisonType: String, trigger: AttackTrigger, target: Int, patternSource: String? = nil,
+                notes: [String: String] = [:]) throws {
         try Poisoning.validate(target: target)
         self.poisonType = poisonType
         self.trigger = trigger
         self.target = target
         self.patternSource = patternSource
+        self.notes = notes
+    }
+
+    /// A pattern-and-mask trigger (BadNets, Blend, clean-label).
+    public init(poisonType: String, trigger: Trigger, target: Int, patternSource: String? = nil,
+                notes: [String: String] = [:]) throws {
+        try self.init(poisonType: poisonType, trigger: .pattern(trigger), target: target, patternSource: patternSource, notes: notes)
     }
 
     /// The JSON summary written next to `path` (same name, `.json`).
@@ -36,27 +48,47 @@ public struct TriggerInfo: Equatable {
 
     /// Writes the safetensors file and its JSON summary twin, each atomically.
     public func write(path: String) throws {
-        let file = SafeTensors(
-            tensors: ["trigger_pattern": Self.tensor(trigger.pattern, channels: trigger.patternChannels),
-                      "trigger_mask": Self.tensor(trigger.mask, channels: trigger.maskChannels)],
-            metadata: metadata)
-        try file.write(path: path)
-        var summary: [String: Any] = [
-            "format": Self.formatName, "version": Self.formatVersion,
-            "poison_type": poisonType, "trigger_type": trigger.kind.rawValue,
-            "trigger_alpha": trigger.alpha, "poison_target": target,
-            "trigger_pattern_shape": [Trigger.height, Trigger.width, trigger.patternChannels],
-            "trigger_mask_shape": [Trigger.height, Trigger.width, trigger.maskChannels],
-            "tensors_file": (path as NSString).lastPathComponent,
-        ]
-        if let patternSource { summary["pattern_source"] = patternSource }
+        try SafeTensors(tensors: tensors, metadata: metadata).write(path: path)
+        var summary: [String: Any] = metadata
+        summary["poison_target"] = target
+        if case let .pattern(t) = trigger {
+            summary["trigger_alpha"] = t.alpha
+            summary["trigger_pattern_shape"] = [Trigger.height, Trigger.width, t.patternChannels]
+            summary["trigger_mask_shape"] = [Trigger.height, Trigger.width, t.maskChannels]
+        }
+        summary["tensors"] = tensors.mapValues { $0.shape }
+        summary["tensors_file"] = (path as NSString).lastPathComponent
         try AtomicFile.write(try JSONOutput.string(summary) + "\n", to: Self.jsonTwinPath(for: path))
     }
 
+    var tensors: [String: HostTensor] {
+        let grid = [1, Trigger.height, Trigger.width, 2]
+        switch trigger {
+        case let .pattern(t):
+            return ["trigger_pattern": Self.tensor(t.pattern, channels: t.patternChannels),
+                    "trigger_mask": Self.tensor(t.mask, channels: t.maskChannels)]
+        case let .sig(t): return ["sig_signal": HostTensor(floats: t.columnSignal, shape: [Trigger.width])]
+        case let .wanet(t):
+            return ["identity_grid": HostTensor(floats: t.identityGrid, shape: grid), "noise_grid": HostTensor(floats: t.noiseGrid, shape: grid)]
+        case .bpp, .ftrojan: return [:]
+        }
+    }
+
     var metadata: [String: String] {
-        var metadata = ["format": Self.formatName, "version": Self.formatVersion,
-                        "poison_type": poisonType, "trigger_type": trigger.kind.rawValue,
-                        "trigger_alpha": "\(trigger.alpha)", "poison_target": "\(target)"]
+        var metadata = notes
+        metadata.merge(["format": Self.formatName, "version": Self.formatVersion, "poison_type": poisonType,
+                        "trigger_type": trigger.typeName, "poison_target": "\(target)"]) { $1 }
+        switch trigger {
+        case let .pattern(t): metadata["trigger_alpha"] = "\(t.alpha)"
+        case let .sig(t): (metadata["sig_delta"], metadata["sig_f"]) = ("\(t.delta)", "\(t.frequency)")
+        case let .wanet(t): (metadata["wanet_k"], metadata["wanet_s"], metadata["grid_rescale"]) = ("\(t.k)", "\(t.s)", "\(t.gridRescale)")
+        case let .bpp(t): (metadata["squeeze_num"], metadata["dithering"]) = ("\(t.squeezeNum)", "\(t.dithering)")
+        case let .ftrojan(t):
+            metadata["ftrojan_channels"] = t.channels.map(String.init).joined(separator: ",")
+            metadata["ftrojan_window"] = "\(t.window)"
+            metadata["ftrojan_magnitude"] = "\(t.magnitude)"
+            metadata["ftrojan_positions"] = t.positions.flatMap { $0 }.map(String.init).joined(separator: ",")
+        }
         if let patternSource { metadata["pattern_source"] = patternSource }
         return metadata
     }
@@ -96,13 +128,18 @@ public struct TriggerInfo: Equatable {
             return value
         }
         let typeName = try field("trigger_type")
+        let targetText = try field("poison_target")
+        guard let target = Int(targetText) else { throw fail("poison_target \"\(targetText)\" is not an integer") }
+        let notes = file.metadata.filter { !Self.triggerKeys.contains($0.key) }
+        if let trigger = try dataTrigger(typeName, file: file, fail: fail) {
+            return try TriggerInfo(poisonType: try field("poison_type"), trigger: trigger, target: target, notes: notes)
+        }
         guard let kind = Trigger.Kind(rawValue: typeName) else {
-            throw fail("trigger_type \"\(typeName)\" is unknown; expected one of \(Trigger.Kind.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw fail("trigger_type \"\(typeName)\" is unknown; expected one of "
+                + (Trigger.Kind.allCases.map(\.rawValue) + ["sig", "wanet", "bpp", "ftrojan"]).joined(separator: ", "))
         }
         let alphaText = try field("trigger_alpha")
         guard let alpha = Double(alphaText) else { throw fail("trigger_alpha \"\(alphaText)\" is not a number") }
-        let targetText = try field("poison_target")
-        guard let target = Int(targetText) else { throw fail("poison_target \"\(targetText)\" is not an integer") }
 
         func values(_ name: String) throws -> (values: [Double], channels: Int) {
             guard let tensor = file.tensors[name] else { throw fail("no tensor \"\(name)\"") }
@@ -124,7 +161,61 @@ public struct TriggerInfo: Equatable {
             let trigger = try Trigger(kind: kind, pattern: pattern.values, patternChannels: pattern.channels,
                                       mask: mask.values, maskChannels: mask.channels, alpha: alpha)
             return try TriggerInfo(poisonType: try field("poison_type"), trigger: trigger, target: target,
-                                   patternSource: file.metadata["pattern_source"])
+                                   patternSource: file.metadata["pattern_source"], notes: notes)
+        } catch let error as AttackError {
+            throw fail("\(error)")
+        }
+    }
+
+    /// The metadata that describes the trigger itself; the rest are notes.
+    static let triggerKeys: Set<String> = [
+        "format", "version", "poison_type", "trigger_type", "poison_target", "pattern_source", "trigger_alpha",
+        "sig_delta", "sig_f", "wanet_k", "wanet_s", "grid_rescale", "squeeze_num", "dithering",
+        "ftrojan_channels", "ftrojan_window", "ftrojan_magnitude", "ftrojan_positions",
+    ]
+
+    /// SIG, WaNet, BPP or FTrojan rebuilt from the file's settings (and WaNet's grids); nil for
+    /// the pattern-and-mask types.
+    static func dataTrigger(_ type: String, file: SafeTensors, fail: (String) -> FileError) throws -> AttackTrigger? {
+        func text(_ key: String) throws -> String {
+            guard let value = file.metadata[key] else { throw fail("metadata has no \"\(key)\" (needed for trigger_type \(type))") }
+            return value
+        }
+        func number<T: LosslessStringConvertible>(_ key: String, as: T.Type = T.self) throws -> T {
+            let value = try text(key)
+            guard let number = T(value) else { throw fail("\(key) \"\(value)\" is not a \(T.self == Int.self ? "whole number" : "number")") }
+            return number
+        }
+        func integers(_ key: String) throws -> [Int] {
+            let parts = try text(key).split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else { throw fail("\(key) \"\(try text(key))\" is not a comma-separated list of whole numbers") }
+            return parts.map { $0! }
+        }
+        func grid(_ name: String) throws -> [Float] {
+            guard let tensor = file.tensors[name] else { throw fail("no tensor \"\(name)\" (WaNet keeps identity_grid and noise_grid)") }
+            guard tensor.dtype == .f32, tensor.shape == [1, 32, 32, 2] || tensor.shape == [32, 32, 2] else {
+                throw fail("tensor \"\(name)\" is \(tensor.dtype.safetensorsName) \(tensor.shape); expected F32 [1, 32, 32, 2]")
+            }
+            return try tensor.floats()
+        }
+        do {
+            switch type {
+            case "sig": return .sig(try SIGTrigger(delta: try number("sig_delta"), frequency: try number("sig_f")))
+            case "wanet":
+                return .wanet(try WaNetWarp(k: try number("wanet_k"), s: try number("wanet_s"), gridRescale: try number("grid_rescale"),
+                                            noiseGrid: try grid("noise_grid"), identityGrid: try grid("identity_grid")))
+            case "bpp":
+                let dithering = try text("dithering")
+                guard let flag = Bool(dithering) else { throw fail("dithering \"\(dithering)\" is not true or false") }
+                return .bpp(try BPPSqueeze(squeezeNum: try number("squeeze_num"), dithering: flag))
+            case "ftrojan":
+                let positions = try integers("ftrojan_positions")
+                guard positions.count % 2 == 0 else { throw fail("ftrojan_positions holds \(positions.count) numbers; expected (row, column) pairs") }
+                return .ftrojan(try FTrojanTrigger(channels: try integers("ftrojan_channels"), window: try number("ftrojan_window"),
+                                                   magnitude: try number("ftrojan_magnitude"),
+                                                   positions: stride(from: 0, to: positions.count, by: 2).map { [positions[$0], positions[$0 + 1]] }))
+            default: return nil
+            }
         } catch let error as AttackError {
             throw fail("\(error)")
         }

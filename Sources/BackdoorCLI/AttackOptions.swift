@@ -12,12 +12,29 @@ extension Attacks.PoisonType: ExpressibleByArgument {}
 struct AttackOptions: ParsableArguments {
     typealias PoisonType = Attacks.PoisonType
 
-    @Option(help: "Attack: benign, badnets, blend or clean-label.") var poisonType: PoisonType = .benign
+    @Option(help: "Attack: benign, badnets, blend, clean-label, sig, wanet, bpp or ftrojan.") var poisonType: PoisonType = .benign
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget = 0
-    @Option(help: "Fraction of the non-target training images to poison (BadNets, Blend).") var poisonRate = 0.1
+    @Option(help: ArgumentHelp("Share of the training images to poison (its meaning depends on the attack).",
+                               discussion: "badnets, blend: floor(rate x non-target images), relabelled. sig, clean-label: round(rate x all "
+                                   + "images), at most the whole target class (0.1 is all of it), labels kept. ftrojan: round(rate x all images), "
+                                   + "relabelled. wanet, bpp: int(rate x batch size) of every training batch, relabelled."))
+    var poisonRate = 0.1
     @Option(help: "Trigger opacity (default 1.0 for BadNets and clean-label, 0.2 for Blend).") var triggerAlpha: Double?
     @Option(help: "32x32 PNG pattern for the Blend trigger (default: the papers' cifar_gaussian_noise.png, shipped; `seeded`: the tool's own seeded noise).") var triggerPattern: String?
     @Option(help: "Folder with the clean-label attack's data.npy, label.npy, backdoor_list.npy.") var clbDir = "data/clean-label/0.1"
+    @Option(help: "SIG: amplitude of the sinusoid in grey levels.") var sigDelta = SIGTrigger.defaultDelta
+    @Option(help: "SIG: periods of the sinusoid across the image.") var sigF = SIGTrigger.defaultFrequency
+    @Option(parsing: .unconditional, help: "WaNet: side of the random warp field before upsampling.") var wanetK = WaNetWarp.defaultK
+    @Option(help: "WaNet: strength of the warp.") var wanetS = WaNetWarp.defaultS
+    @Option(help: "WaNet: scale of the warped sampling grid.") var gridRescale = WaNetWarp.defaultGridRescale
+    @Option(help: "WaNet: noise-mode images (warp plus jitter, labels kept) per triggered image of a batch.") var crossRatio = 2.0
+    @Option(parsing: .unconditional, help: "BPP: colour levels per channel after squeezing.") var squeezeNum = BPPSqueeze.defaultSqueezeNum
+    @Option(help: "BPP: Floyd-Steinberg dithering when squeezing (true or false).") var dithering = false
+    @Option(help: "BPP: negative samples (squeeze residual of another image, labels kept) as a share of each batch.") var negRatio = 0.1
+    @Option(help: "FTrojan: value added to each chosen DCT coefficient.") var ftrojanMagnitude = FTrojanTrigger.defaultMagnitude
+    @Option(parsing: .unconditional, help: "FTrojan: DCT window side (a divisor of 32).") var ftrojanWindow = FTrojanTrigger.defaultWindow
+    @Option(help: "FTrojan: YCrCb channels to bump, comma-separated (0 Y, 1 Cr, 2 Cb).") var ftrojanChannels = "1,2"
+    @Option(help: "FTrojan: frequencies inside each window as row,column pairs, comma-separated.") var ftrojanPositions = "15,15,31,31"
 
     func validate() throws {
         guard (0...1).contains(poisonRate) else {
@@ -29,19 +46,60 @@ struct AttackOptions: ParsableArguments {
         if let triggerAlpha, !(0...1).contains(triggerAlpha) {
             throw ValidationError("--trigger-alpha must be in [0, 1], got \(triggerAlpha)")
         }
+        let positions = try Self.integers(ftrojanPositions, flag: "--ftrojan-positions")
+        guard positions.count % 2 == 0 else {
+            throw ValidationError("--ftrojan-positions \(ftrojanPositions) holds \(positions.count) numbers; expected row,column pairs")
+        }
+        _ = try Self.integers(ftrojanChannels, flag: "--ftrojan-channels")
+    }
+
+    static func integers(_ text: String, flag: String) throws -> [Int] {
+        let parts = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
+            throw ValidationError("\(flag) \(text) is not a comma-separated list of whole numbers")
+        }
+        return parts.map { $0! }
+    }
+
+    /// The SIG, WaNet, BPP and FTrojan flags (checked by `validate()`).
+    var dataTriggers: DataTriggerSettings {
+        var d = DataTriggerSettings()
+        (d.sigDelta, d.sigFrequency) = (sigDelta, sigF)
+        (d.wanetK, d.wanetS, d.gridRescale, d.crossRatio) = (wanetK, wanetS, gridRescale, crossRatio)
+        (d.squeezeNum, d.dithering, d.negativeRatio) = (squeezeNum, dithering, negRatio)
+        (d.ftrojanMagnitude, d.ftrojanWindow) = (ftrojanMagnitude, ftrojanWindow)
+        d.ftrojanChannels = (try? Self.integers(ftrojanChannels, flag: "--ftrojan-channels")) ?? d.ftrojanChannels
+        let positions = (try? Self.integers(ftrojanPositions, flag: "--ftrojan-positions")) ?? []
+        if positions.count % 2 == 0 && !positions.isEmpty {
+            d.ftrojanPositions = stride(from: 0, to: positions.count, by: 2).map { [positions[$0], positions[$0 + 1]] }
+        }
+        return d
+    }
+
+    /// The flags of the chosen attack that change the result, for a resumed run's check.
+    var resultSettings: [String: String] {
+        switch poisonType {
+        case .sig: return ["--sig-delta": "\(sigDelta)", "--sig-f": "\(sigF)"]
+        case .wanet: return ["--wanet-k": "\(wanetK)", "--wanet-s": "\(wanetS)", "--grid-rescale": "\(gridRescale)", "--cross-ratio": "\(crossRatio)"]
+        case .bpp: return ["--squeeze-num": "\(squeezeNum)", "--dithering": "\(dithering)", "--neg-ratio": "\(negRatio)"]
+        case .ftrojan:
+            return ["--ftrojan-magnitude": "\(ftrojanMagnitude)", "--ftrojan-window": "\(ftrojanWindow)",
+                    "--ftrojan-channels": ftrojanChannels, "--ftrojan-positions": ftrojanPositions]
+        default: return [:]
+        }
     }
 }
 
 extension ExperimentData {
     static func prepare(data: DataOptions, attack: AttackOptions, valFrac: Double, trainLimit: Int?, testLimit: Int?,
-                        seed: UInt64, outputDirectory: String, quiet: Bool) throws -> ExperimentData {
+                        batchSize: Int, seed: UInt64, outputDirectory: String, quiet: Bool) throws -> ExperimentData {
         let dataset = try data.load()
         let split = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDirectory, seed: seed)
         let settings = attack.settings(seed: seed)
         let (info, note) = try settings.triggerInfo()
         if let note, !quiet { print("note: \(note)") }
         let prepared = try make(dataset: dataset, permutation: split.permutation, settings: settings, triggerInfo: info,
-                                valFrac: valFrac, trainLimit: trainLimit, testLimit: testLimit)
+                                valFrac: valFrac, trainLimit: trainLimit, testLimit: testLimit, batchSize: batchSize)
         if let info { try info.write(path: outputDirectory + "/" + TriggerInfo.fileName) }
         return prepared
     }

@@ -25,7 +25,7 @@ struct CleanLabelCommand: ParsableCommand {
     @Flag(help: "Load a checkpoint whose tensors do not all match ResNet-18: missing, extra or misshapen ones are skipped with a warning.")
     var nonStrict = false
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget = 0
-    @Option(help: "Fraction of the target-class images to poison (the ANP paper used 0.8).") var poisonRate = 0.1
+    @Option(help: "Share of the training set to poison: round(rate x attacker-split images), at most the whole target class (0.1: all of it; BackdoorBench's meaning).") var poisonRate = 0.1
     @Option(help: "Opacity of the four-corner trigger.") var triggerAlpha = 1.0
     @Option(help: "L-inf radius in pixel scale, as a fraction (16/255) or a decimal.") var eps = PixelAmount(16, over: 255)
     @Option(help: "PGD step size, as a fraction (2/255) or a decimal.") var stepSize = PixelAmount(2, over: 255)
@@ -74,7 +74,8 @@ struct CleanLabelCommand: ParsableCommand {
         progress.finish()
         let seconds = Date().timeIntervalSince(start)
 
-        let info = try TriggerInfo(poisonType: PoisonType.cleanLabel.rawValue, trigger: trigger, target: poisonTarget)
+        let info = try TriggerInfo(poisonType: PoisonType.cleanLabel.rawValue, trigger: trigger, target: poisonTarget,
+                                   notes: ["poison_rate": "\(poisonRate)", "poison_rate_meaning": PoisonType.cleanLabel.rateMeaning])
         let files = try PoisonedSetFolder.export(poisoned, clean: attackerSet, triggerInfo: info, to: outputDirectory)
         print(String(format: "poisoned %d images in %.1f s; split from %@", poisoned.poisonedIndices.count, seconds, split.path))
         for file in files { print("wrote \(file)") }

@@ -11,7 +11,7 @@ import Training
 struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Clean loss and accuracy of a checkpoint on the CIFAR-10 test set, and ASR with --trigger-info.")
+        abstract: "Clean loss and accuracy of a checkpoint on the CIFAR-10 test set, and ASR and robust accuracy with --trigger-info.")
 
     @OptionGroup var compute: ComputeOptions
     @OptionGroup var network: ModelOption
@@ -42,17 +42,21 @@ struct EvalCommand: ParsableCommand {
             let info = try TriggerInfo.read(path: triggerInfo)
             let poisonSet = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
             let poison = try Evaluation.evaluate(model, on: poisonSet, batchSize: batchSize)
+            let robust = try Evaluation.evaluate(model, on: try Poisoning.triggeredTestSet(test, trigger: info.trigger, target: info.target),
+                                                 batchSize: batchSize)
             result["poison_loss"] = poison.loss
             result["asr"] = poison.accuracy
+            result["robust_acc"] = robust.accuracy
             result["poison_images"] = poison.images
+            result["poison_type"] = info.poisonType
         }
         result["seconds"] = Date().timeIntervalSince(start)
         if json {
             print(try JSONOutput.string(result))
         } else {
             print(String(format: "clean loss %.4f  clean acc %.4f  (%d images)", clean.loss, clean.accuracy, clean.images))
-            if let asr = result["asr"] as? Double, let loss = result["poison_loss"] as? Double {
-                print(String(format: "poison loss %.4f  ASR %.4f", loss, asr))
+            if let asr = result["asr"] as? Double, let loss = result["poison_loss"] as? Double, let robust = result["robust_acc"] as? Double {
+                print(String(format: "poison loss %.4f  ASR %.4f  robust acc %.4f", loss, asr, robust))
             }
         }
     }

@@ -12,7 +12,9 @@ struct PoisonCommand: ParsableCommand {
             Writes, in the attacker split's order: data.npy (uint8, N x 32 x 32 x 3), label.npy (int64, N), \
             backdoor_list.npy (uint8, N, 1 where poisoned), trigger_info.safetensors (+ .json, see docs/trigger-info.md) \
             and examples.png (clean images above their poisoned versions). For clean-label, the set is the one \
-            `backdoor clean-label` wrote to --clb-dir.
+            `backdoor clean-label` wrote to --clb-dir. WaNet and BPP poison every training batch afresh: for them the \
+            arrays are one epoch's draw (epoch 1's batches of --batch-size, before augmentation, rounded to bytes), \
+            and backdoor_list.npy marks the triggered images only (not the noise-mode or negative samples).
             """)
 
     @OptionGroup var data: DataOptions
@@ -20,13 +22,15 @@ struct PoisonCommand: ParsableCommand {
     @Option(help: "Fraction of the training set kept as the defender's clean split.") var valFrac = 0.1
     @Option(parsing: .unconditional, help: "Seed for the poisoned-image draw, the seeded Blend pattern and a missing split.", transform: parseSeed) var seed: UInt64 = 0
     @Option(help: "Folder to write the arrays, trigger information and examples to.") var export: String
+    @Option(parsing: .unconditional, help: "WaNet, BPP: the training batch size whose epoch draw is written.") var batchSize = 128
 
     func validate() throws {
         guard attack.poisonType != .benign else {
             // benign is the option's default (for train), so the likely cause is a missing flag.
-            throw ValidationError("poison needs --poison-type badnets, blend or clean-label (benign, the default, poisons nothing)")
+            throw ValidationError("poison needs --poison-type badnets, blend, clean-label, sig, wanet, bpp or ftrojan (benign, the default, poisons nothing)")
         }
         guard valFrac >= 0, valFrac < 1 else { throw ValidationError("--val-frac must be in [0, 1), got \(valFrac)") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
         try attack.settings(seed: seed).validateNamingFlags()
     }
 
@@ -37,11 +41,15 @@ struct PoisonCommand: ParsableCommand {
         let dataset = try data.load()
         let split = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: export, seed: seed)
         let attackerSet = dataset.train.subset(DataSplit(permutation: split.permutation, valFrac: valFrac).attacker)
-        let poisoned = try settings.trainingSet(attackerSet: attackerSet, triggerInfo: trigger)
+        var poisoned = try settings.trainingSet(attackerSet: attackerSet, triggerInfo: trigger)
+        let batchAttack = try settings.batchAttack(triggerInfo: trigger)
+        if let batchAttack { poisoned = batchAttack.epochDraw(attackerSet, batchSize: batchSize, seed: seed) }
         let files = try PoisonedSetFolder.export(poisoned, clean: attackerSet, triggerInfo: trigger!, to: export)
 
+        let alpha = settings.poisonType.triggerKind == nil ? "" : ", alpha \(settings.effectiveAlpha)"
         print("\(settings.poisonType.rawValue): \(poisoned.poisonedIndices.count) of \(poisoned.count) attacker-split images "
-            + "poisoned (target \(settings.target), alpha \(settings.effectiveAlpha)); split from \(split.path)")
+            + "poisoned\(batchAttack == nil ? "" : " in one epoch's draw (batch size \(batchSize))") (target \(settings.target)\(alpha)); "
+            + "--poison-rate \(settings.rate) is a \(settings.poisonType.rateMeaning); split from \(split.path)")
         for file in files { print("wrote \(file)") }
     }
 }
@@ -51,7 +59,7 @@ extension AttackOptions {
     func settings(seed: UInt64) -> AttackSettings {
         AttackSettings(poisonType: Attacks.PoisonType(rawValue: poisonType.rawValue)!, target: poisonTarget,
                        rate: poisonRate, alpha: triggerAlpha, patternPath: triggerPattern,
-                       cleanLabelDirectory: clbDir, seed: seed)
+                       cleanLabelDirectory: clbDir, seed: seed, data: dataTriggers)
     }
 }
 
@@ -70,7 +78,12 @@ extension AttackSettings {
 enum AttackFlags {
     static let flagForValue = ["poison rate": "--poison-rate", "poison target": "--poison-target",
                                "trigger alpha": "--trigger-alpha", "PGD epsilon": "--eps", "PGD step size": "--step-size",
-                               "PGD iterations": "--iters", "PGD restarts": "--restarts", "PGD batch size": "--batch-size"]
+                               "PGD iterations": "--iters", "PGD restarts": "--restarts", "PGD batch size": "--batch-size",
+                               "SIG delta": "--sig-delta", "SIG frequency": "--sig-f", "WaNet k": "--wanet-k", "WaNet s": "--wanet-s",
+                               "grid rescale": "--grid-rescale", "cross ratio": "--cross-ratio", "squeeze num": "--squeeze-num",
+                               "negative ratio": "--neg-ratio", "FTrojan magnitude": "--ftrojan-magnitude",
+                               "FTrojan window": "--ftrojan-window", "FTrojan channels": "--ftrojan-channels",
+                               "FTrojan positions": "--ftrojan-positions"]
 
     static func describe(_ error: AttackError) -> String {
         guard case let .invalidValue(name, value, allowed) = error, let flag = flagForValue[name] else { return "\(error)" }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Attacks
 import Datasets
 import Defenses
 import Experiments
@@ -33,7 +34,7 @@ struct RunCommand: ParsableCommand {
             """)
 
     @OptionGroup var options: ExperimentOptions
-    @Option(help: "Attacks (matrix.attacks), comma-separated: badnets, blend, clean-label, or all.") var attacks: String?
+    @Option(help: "Attacks (matrix.attacks), comma-separated: \(PoisonType.experimentAttacks.map(\.rawValue).joined(separator: ", ")), or all.") var attacks: String?
     @Option(help: "Defenses (matrix.defenses), comma-separated: \(DefenseRegistry.names.joined(separator: ", ")), or all; none: the ANP chain.")
     var defenses: String?
     @Option(help: "Models (matrix.models), comma-separated (each trained per attack and seed).") var models: String?

@@ -60,6 +60,7 @@ struct TrainCommand: ParsableCommand {
             settings["--trigger-pattern"] = attack.triggerPattern ?? "seeded"
         }
         if attack.poisonType == .cleanLabel { settings["--clb-dir"] = attack.clbDir }
+        settings.merge(attack.resultSettings) { $1 }
         return settings
     }
 
@@ -86,7 +87,7 @@ struct TrainCommand: ParsableCommand {
         try checkOutputFolder(config)
 
         let prepared = try ExperimentData.prepare(data: data, attack: attack, valFrac: valFrac, trainLimit: trainLimit,
-                                                  testLimit: testLimit, seed: seed, outputDirectory: outputDir,
+                                                  testLimit: testLimit, batchSize: batchSize, seed: seed, outputDirectory: outputDir,
                                                   quiet: quiet)
         let trainer = try Trainer(config: config, trainSet: prepared.train, cleanTest: prepared.cleanTest,
                                   poisonTest: prepared.poisonTest, outputDirectory: outputDir,
@@ -94,6 +95,7 @@ struct TrainCommand: ParsableCommand {
         trainer.quiet = quiet
         trainer.checkpointMetadata = ["poison_type": attack.poisonType.rawValue]
         trainer.runSettings = resultSettings
+        trainer.batchPoisoning = prepared.batchAttack
         if !quiet {
             print("training \(trainer.model.description) (\(trainer.model.parameterCount) parameters) on \(prepared.train.count) images"
                 + " (\(prepared.poisonedCount) poisoned), \(trainer.model.backend.summary)")

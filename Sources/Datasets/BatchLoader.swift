@@ -11,6 +11,9 @@ public final class BatchLoader {
     public let augment: Bool
     public let seed: UInt64
     public let normalization: Normalization
+    /// A per-batch attack (WaNet, BPP) that makes each training batch instead of the plain
+    /// augmentation; it gets its own stream per batch, so a resumed run poisons alike.
+    public var poisoning: BatchPoisoning?
 
     public init(images: ImageSet, batchSize: Int, shuffle: Bool, augment: Bool, seed: UInt64,
                 normalization: Normalization = .cifar10) {
@@ -49,12 +52,27 @@ public final class BatchLoader {
     /// their own stream, so any batch can be recomputed alone.
     public func batch(_ number: Int, epoch: Int, order: [Int]? = nil) -> Batch {
         let order = order ?? self.order(epoch: epoch)
-        let indices = Array(order[number * batchSize..<min((number + 1) * batchSize, order.count)])
+        let indices = self.indices(batch: number, order: order)
+        if let poisoning {
+            var generator = Self.poisoningStream(seed: seed, epoch: epoch, batch: number)
+            return poisoning.trainingBatch(images, indices: indices, augment: augment, generator: &generator,
+                                           normalization: normalization)
+        }
         if augment {
             var generator = SeededGenerator(seed: seed, stream: "augment epoch \(epoch) batch \(number)")
             return Augmentation.trainingBatch(images, indices: indices, generator: &generator, normalization: normalization)
         }
         return Augmentation.testBatch(images, indices: indices, normalization: normalization)
+    }
+
+    /// The images of batch `number` of an epoch visited in `order`.
+    public func indices(batch number: Int, order: [Int]) -> [Int] {
+        Array(order[number * batchSize..<min((number + 1) * batchSize, order.count)])
+    }
+
+    /// The random stream a per-batch attack poisons batch `batch` of `epoch` from.
+    public static func poisoningStream(seed: UInt64, epoch: Int, batch: Int) -> SeededGenerator {
+        SeededGenerator(seed: seed, stream: "poison epoch \(epoch) batch \(batch)")
     }
 
     /// The batches of `epoch`, starting at batch `from` (to resume mid-epoch), prepared ahead

@@ -1,4 +1,5 @@
 import Datasets
+import Formats
 import NN
 import Training
 
@@ -49,7 +50,8 @@ public struct DefenseSettingError: Error, CustomStringConvertible {
 /// The defenses by name: what `backdoor defend --defense` and the experiment runner's
 /// `defenses` choose from. A new defense is added here and nowhere else.
 public enum DefenseRegistry {
-    public static let all: [Defense.Type] = [FTDefense.self, FPDefense.self, NADDefense.self, CLPDefense.self, FSTDefense.self, ANPDefense.self]
+    public static let all: [Defense.Type] = [FTDefense.self, FPDefense.self, NADDefense.self, NCDefense.self, CLPDefense.self, RNPDefense.self,
+                                          FSTDefense.self, ANPDefense.self]
 
     public static var names: [String] { all.map { $0.name } }
 
@@ -72,14 +74,17 @@ public enum DefenseRegistry {
     }
 }
 
-/// What a defense decided: the channels it pruned (with the value it ranked them by) and, for
-/// result.json's `decision`, anything else it chose and how.
+/// What a defense decided: the channels it pruned (with the value it ranked them by), for
+/// result.json's `decision` anything else it chose and how, and pictures for the output folder by
+/// file name (NC's reversed triggers).
 public struct DefenseDecision {
     public var pruned: [NeuronScore]
     public var details: [String: Any]
-    public init(pruned: [NeuronScore], details: [String: Any] = [:]) {
+    public var images: [String: PNGImage]
+    public init(pruned: [NeuronScore], details: [String: Any] = [:], images: [String: PNGImage] = [:]) {
         self.pruned = pruned
         self.details = details
+        self.images = images
     }
 }
 

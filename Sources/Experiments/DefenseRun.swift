@@ -1,6 +1,7 @@
 import Attacks
 import Datasets
 import Defenses
+import Formats
 import Foundation
 import Models
 import NN
@@ -81,6 +82,9 @@ public enum DefenseRun {
                                    cleanImages: clean.count, testImages: test.count, seconds: seconds,
                                    before: before, after: after,
                                    pruned: decision.pruned.map { .init(layer: $0.layer, index: $0.index, value: $0.value) })
+        for (file, image) in decision.images.sorted(by: { $0.key < $1.key }) {
+            try PNG.write(image, path: (directory as NSString).appendingPathComponent(file))
+        }
         try result.write(path: (directory as NSString).appendingPathComponent(DefenseResult.fileName), decision: decision.details)
         try log("wrote \(modelPath) and result.json (\(decision.pruned.count) channels pruned)")
         return result

@@ -173,15 +173,18 @@ public final class Experiment {
             if attack == .cleanLabel, let upstream {
                 let (model, _) = try Checkpoint.load(upstream.file("model_last.safetensors"), on: inference)
                 let trigger = try Trigger.checkerboard4Corner()
-                let chosen = try CleanLabelAttack.chooseImages(labels: attacker.labels, target: settings.attack.target,
+                // The rate is a share of the images the run trains on (the split's first --train-limit).
+                let trained = settings.data.trainLimit ?? attacker.count
+                let chosen = try CleanLabelAttack.chooseImages(labels: Array(attacker.labels.prefix(trained)), target: settings.attack.target,
                                                                rate: settings.attack.poisonRate, seed: settings.seed)
                 log.say("clean-label PGD on \(chosen.count) class-\(settings.attack.target) images, \(settings.attack.pgd.iterations) iterations")
                 let progress = ProgressBar(total: pgd.stepCount(images: chosen.count), label: "PGD", quiet: quiet)
                 let poisoned = try CleanLabelAttack.poison(attacker, classifier: model, target: settings.attack.target,
                                                            rate: settings.attack.poisonRate, trigger: trigger, pgd: pgd,
-                                                           seed: settings.seed, progress: progress)
+                                                           seed: settings.seed, limit: trained, progress: progress)
                 progress.finish()
-                let info = try TriggerInfo(poisonType: attack.rawValue, trigger: trigger, target: settings.attack.target)
+                let info = try TriggerInfo(poisonType: attack.rawValue, trigger: trigger, target: settings.attack.target,
+                                           notes: ["poison_rate": "\(settings.attack.poisonRate)", "poison_rate_meaning": attack.rateMeaning])
                 try PoisonedSetFolder.export(poisoned, clean: attacker, triggerInfo: info, to: folder.path)
                 try writeJSON(["images": poisoned.count, "poisoned": poisoned.poisonedIndices.count], folder.file("poison.json"))
                 return
@@ -192,7 +195,11 @@ public final class Experiment {
             guard let info else { return }
             let limited = dataset.train.subset(Array(DataSplit(permutation: permutation, valFrac: settings.data.valFrac)
                 .attacker.prefix(settings.data.trainLimit ?? attacker.count)))
-            let poisoned = try attackSettings.trainingSet(attackerSet: limited, triggerInfo: info)
+            var poisoned = try attackSettings.trainingSet(attackerSet: limited, triggerInfo: info)
+            if let batchAttack = try attackSettings.batchAttack(triggerInfo: info) {
+                // WaNet, BPP: the first epoch's batches stand for the attack here; training redraws them.
+                poisoned = batchAttack.epochDraw(limited, batchSize: settings.training.batchSize, seed: settings.seed)
+            }
             try info.write(path: folder.file(TriggerInfo.fileName))
             let grid = ExampleGrid.make(clean: limited, poisoned: poisoned.images,
                                         indices: ExampleGrid.sampleIndices(poisoned.poisonedIndices))
@@ -236,12 +243,13 @@ public final class Experiment {
         let folder = try stage(attack.rawValue, folderName, config: config, upstream: upstream, outputs: outputs) { folder, continuing in
             let data = try ExperimentData.make(dataset: dataset, permutation: permutation, settings: attackSettings,
                                                triggerInfo: info, valFrac: settings.data.valFrac, trainLimit: settings.data.trainLimit,
-                                               testLimit: settings.evaluation.testLimit)
+                                               testLimit: settings.evaluation.testLimit, batchSize: settings.training.batchSize)
             let trainer = try Trainer(config: trainingConfig, trainSet: data.train, cleanTest: data.cleanTest,
                                       poisonTest: data.poisonTest, outputDirectory: folder.path,
                                       backend: training)
             trainer.quiet = quiet
             trainer.checkpointMetadata = ["poison_type": poisonType.rawValue]
+            trainer.batchPoisoning = data.batchAttack
             if let info {
                 try info.write(path: folder.file(TriggerInfo.fileName))
                 try PNG.write(Self.samples(clean: data.cleanTest, target: info.target, trigger: info.trigger),
@@ -270,7 +278,7 @@ public final class Experiment {
     }
 
     /// Clean test images of non-target classes above the same images with the trigger.
-    static func samples(clean: ImageSet, target: Int, trigger: Trigger, count: Int = 8) -> PNGImage {
+    static func samples(clean: ImageSet, target: Int, trigger: some ImageTrigger, count: Int = 8) -> PNGImage {
         let indices = Array(clean.labels.indices.filter { clean.labels[$0] != target }.prefix(count))
         let shown = clean.subset(indices)
         var triggered = shown

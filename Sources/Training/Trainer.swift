@@ -93,6 +93,8 @@ public final class Trainer {
     /// Called after each epoch's checkpoint (for progress in a larger pipeline); an error thrown
     /// here stops training as an interruption would, leaving a resumable state.
     public var onEpoch: ((EpochRecord) throws -> Void)?
+    /// WaNet and BPP poison each batch as it is drawn rather than the training set once.
+    public var batchPoisoning: BatchPoisoning?
 
     public var modelPath: String { outputDirectory + "/model_last.safetensors" }
     var resumePath: String { outputDirectory + "/resume_state.safetensors" }
@@ -136,6 +138,7 @@ public final class Trainer {
         let schedule = MultiStepSchedule(baseLearningRate: config.learningRate, milestones: config.milestones)
         let loader = BatchLoader(images: trainSet, batchSize: config.batchSize, shuffle: true, augment: config.augment,
                                  seed: config.seed)
+        loader.poisoning = batchPoisoning
         for epoch in startEpoch..<config.epochs {
             let start = Date()
             let lr = schedule.learningRate(epoch: epoch)

@@ -37,7 +37,7 @@ final class AttackSettingsTests: XCTestCase {
     func testBadNetsTrainingSetIsThePoisoningOfTheAttackerSet() throws {
         let settings = AttackSettings(poisonType: .badnets, target: 4, rate: 0.2, seed: 9)
         let info = try XCTUnwrap(try settings.triggerInfo().info)
-        XCTAssertEqual(info.trigger, try .checkerboard1Corner())
+        XCTAssertEqual(info.trigger, .pattern(try .checkerboard1Corner()))
         XCTAssertEqual(info.target, 4)
         XCTAssertEqual(info.poisonType, "badnets")
         let clean = PoisoningTests.syntheticSet(count: 50)
@@ -51,12 +51,12 @@ final class AttackSettingsTests: XCTestCase {
         XCTAssertEqual(info?.patternSource, Trigger.referencePatternFile)
         guard let data = try SharedData.directory() else { return }
         let (shared, _) = try AttackSettings(poisonType: .blend, patternPath: data + "/anp/cifar_gaussian_noise.png").triggerInfo()
-        XCTAssertEqual(info?.trigger, shared?.trigger, "the shipped pattern is the papers'")
+        XCTAssertEqual(info?.trigger.pattern, shared?.trigger.pattern, "the shipped pattern is the papers'")
     }
 
     func testBlendWithSeededPatternUsesSeededNoiseAndSaysSo() throws {
         let (info, note) = try AttackSettings(poisonType: .blend, patternPath: Trigger.seededPatternFlag, seed: 12).triggerInfo()
-        XCTAssertEqual(info?.trigger, try .gaussianNoise(pattern: Trigger.seededNoisePattern(seed: 12), channels: 3, alpha: 0.2))
+        XCTAssertEqual(info?.trigger.pattern, try .gaussianNoise(pattern: Trigger.seededNoisePattern(seed: 12), channels: 3, alpha: 0.2))
         XCTAssertEqual(info?.patternSource, "seeded noise (seed 12)")
         XCTAssertTrue(note?.contains("seeded uniform noise (seed 12)") == true, note ?? "no note")
     }
@@ -66,7 +66,7 @@ final class AttackSettingsTests: XCTestCase {
         let path = data + "/anp/cifar_gaussian_noise.png"
         let (info, note) = try AttackSettings(poisonType: .blend, patternPath: path).triggerInfo()
         XCTAssertNil(note)
-        let trigger = try XCTUnwrap(info?.trigger)
+        let trigger = try XCTUnwrap(info?.trigger.pattern)
         XCTAssertEqual(trigger.patternChannels, 3)
         // Pixels decoded independently (zlib + PNG filters in Python).
         XCTAssertEqual(Array(trigger.pattern[0..<6]), [52, 209, 225, 35, 123, 153])
@@ -103,7 +103,7 @@ final class AttackSettingsTests: XCTestCase {
 
         let settings = AttackSettings(poisonType: .cleanLabel, target: 3, cleanLabelDirectory: directory)
         let info = try XCTUnwrap(try settings.triggerInfo().info)
-        XCTAssertEqual(info.trigger, try .checkerboard4Corner())
+        XCTAssertEqual(info.trigger, .pattern(try .checkerboard4Corner()))
         XCTAssertEqual(try settings.trainingSet(attackerSet: clean, triggerInfo: info), folderSet)
 
         XCTAssertThrowsError(try settings.trainingSet(attackerSet: clean.subset(Array(0..<19)), triggerInfo: info)) { error in

@@ -196,13 +196,17 @@ final class CleanLabelPGDTests: XCTestCase {
         let target = images.labels[0]
         let targetImages = images.labels.indices.filter { images.labels[$0] == target }
         let trigger = try Trigger.checkerboard4Corner()
-        let poisoned = try CleanLabelAttack.poison(images, classifier: classifier, target: target, rate: 0.5,
+        let poisoned = try CleanLabelAttack.poison(images, classifier: classifier, target: target, rate: 0.05,
                                                    trigger: trigger, pgd: CleanLabelPGD(iterations: 4, batchSize: 16), seed: 14)
         let chosen = poisoned.poisonedIndices
-        XCTAssertEqual(chosen.count, targetImages.count / 2)
+        // round(0.05 x 40 images) = 2, a share of the whole set drawn from the target class.
+        XCTAssertGreaterThan(targetImages.count, 2)
+        XCTAssertEqual(chosen.count, 2)
+        // At 0.5 the share (20) exceeds the target class: all of it.
+        XCTAssertEqual(try CleanLabelAttack.chooseImages(labels: images.labels, target: target, rate: 0.5, seed: 14), targetImages)
         XCTAssertTrue(chosen.allSatisfy { images.labels[$0] == target })
         XCTAssertEqual(poisoned.images.labels, images.labels, "clean-label: labels unchanged")
-        XCTAssertEqual(try CleanLabelAttack.chooseImages(labels: images.labels, target: target, rate: 0.5, seed: 14), chosen)
+        XCTAssertEqual(try CleanLabelAttack.chooseImages(labels: images.labels, target: target, rate: 0.05, seed: 14), chosen)
         for index in 0..<images.count {
             let before = Array(images.image(index)), after = Array(poisoned.images.image(index))
             guard chosen.contains(index) else {

@@ -9,10 +9,10 @@ final class ReferenceTriggerInfoTests: XCTestCase {
         let path = SharedData.packageRoot() + "/Fixtures/formats/torch/trigger_info.pt"
         let info = try TriggerInfo.read(path: path)
         XCTAssertEqual(info.poisonType, "blend", "a full mask is the Blend trigger")
-        XCTAssertEqual(info.trigger.kind, .gaussianNoise)
-        XCTAssertEqual(info.trigger.alpha, 0.2)
+        XCTAssertEqual(info.trigger.pattern!.kind, .gaussianNoise)
+        XCTAssertEqual(info.trigger.pattern!.alpha, 0.2)
         XCTAssertEqual(info.target, 0)
-        XCTAssertEqual(info.trigger.patternChannels, 3)
+        XCTAssertEqual(info.trigger.pattern!.patternChannels, 3)
     }
 
     func testMaliciousPickleIsRefusedAsTriggerInformation() throws {

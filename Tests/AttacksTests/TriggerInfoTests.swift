@@ -32,9 +32,9 @@ final class TriggerInfoTests: XCTestCase {
             // The tensors are uint8 with HWC shapes, as documented.
             let file = try SafeTensors.read(path: path)
             XCTAssertEqual(file.tensors["trigger_pattern"]?.dtype, .u8)
-            XCTAssertEqual(file.tensors["trigger_pattern"]?.shape, [32, 32, info.trigger.patternChannels])
+            XCTAssertEqual(file.tensors["trigger_pattern"]?.shape, [32, 32, info.trigger.pattern!.patternChannels])
             XCTAssertEqual(file.tensors["trigger_mask"]?.shape, [32, 32, 1])
-            XCTAssertEqual(file.metadata["trigger_alpha"].flatMap(Double.init), info.trigger.alpha)
+            XCTAssertEqual(file.metadata["trigger_alpha"].flatMap(Double.init), info.trigger.pattern!.alpha)
             XCTAssertEqual(file.metadata["poison_target"], "\(info.target)")
         }
     }
@@ -73,7 +73,7 @@ final class TriggerInfoTests: XCTestCase {
         let blend = try XCTUnwrap(fixture.cases.first { $0.name == "blend" })
         XCTAssertEqual(info.poisonType, "blend")
         XCTAssertEqual(info.target, 3)
-        XCTAssertEqual(info.trigger, try Trigger.gaussianNoise(pattern: blend.pattern, channels: 3, alpha: 0.2))
+        XCTAssertEqual(info.trigger, .pattern(try Trigger.gaussianNoise(pattern: blend.pattern, channels: 3, alpha: 0.2)))
     }
 
     func testBadFilesNameThePathAndTheProblem() throws {
@@ -93,8 +93,8 @@ final class TriggerInfoTests: XCTestCase {
 
         let good = try TriggerInfo(poisonType: "badnets", trigger: try .checkerboard1Corner(), target: 0)
         func variant(_ name: String, _ change: (inout SafeTensors) -> Void) throws -> String {
-            var file = SafeTensors(tensors: ["trigger_pattern": TriggerInfo.tensor(good.trigger.pattern, channels: 1),
-                                             "trigger_mask": TriggerInfo.tensor(good.trigger.mask, channels: 1)],
+            var file = SafeTensors(tensors: ["trigger_pattern": TriggerInfo.tensor(good.trigger.pattern!.pattern, channels: 1),
+                                             "trigger_mask": TriggerInfo.tensor(good.trigger.pattern!.mask, channels: 1)],
                                    metadata: good.metadata)
             change(&file)
             let path = directory + "/\(name).safetensors"

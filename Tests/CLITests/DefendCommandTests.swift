@@ -40,15 +40,22 @@ final class DefendCommandTests: XCTestCase {
     /// `backdoor defend --defense NAME` on the fixture model and the real test set; its result.json.
     func defend(_ name: String, _ flags: [String]) throws
         -> (result: [String: Any], output: String, model: String, fixture: SafeTensors) {
-        guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
         let dir = try temporaryDirectory()
         let (modelPath, infoPath, fixture) = try fixtureModel(dir)
+        let (result, output) = try defend(name, flags, checkpoint: modelPath, triggerInfo: infoPath, in: dir)
+        return (result, output, modelPath, fixture)
+    }
+
+    /// `backdoor defend --defense NAME` on a given model into `dir/NAME`; its result.json and output folder.
+    func defend(_ name: String, _ flags: [String], checkpoint: String, triggerInfo: String, in dir: String) throws
+        -> (result: [String: Any], output: String) {
+        guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
         let output = dir + "/" + name
         try DefendCommand.parse([
-            "--defense", name, "--checkpoint", modelPath, "--trigger-info", infoPath, "--output-dir", output,
+            "--defense", name, "--checkpoint", checkpoint, "--trigger-info", triggerInfo, "--output-dir", output,
             "--data-dir", shared + "/cifar10", "--split-file", shared + "/anp/cifar_shuffle.txt",
         ] + flags).run()
-        return (try json(output + "/result.json"), output, modelPath, fixture)
+        return (try json(output + "/result.json"), output)
     }
 
     func testCLPPrunesTheFixturesChannelsAndReportsBeforeAndAfter() throws {
