@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages BackdoorLab builds against (Debian 12). Idempotent.
 set -euo pipefail
-packages=(libdnnl-dev libpng-dev zlib1g-dev)
+# slurm-wlm and munge: the one-node cluster of the Slurm tests (scripts/slurm/start-local-cluster.sh).
+packages=(libdnnl-dev libpng-dev zlib1g-dev slurm-wlm munge)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

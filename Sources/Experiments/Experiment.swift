@@ -44,17 +44,18 @@ public final class Experiment {
     var upstreamRan = false
     private var attackSeconds = 0.0
 
-    /// `dataDirectory` is the `--data-dir` flag (nil: $BACKDOOR_DATA_DIR, else ./data).
+    /// `dataDirectory` is the `--data-dir` flag (nil: $BACKDOOR_DATA_DIR, else ./data);
+    /// `logDirectory` holds run_log.txt/.jsonl (nil: `root`; a cluster task logs in its cell's folder).
     public init(settings: ExperimentSettings, root: String, dataDirectory: String?, resume: Bool,
-                quiet: Bool, training: Backend, inference: Backend) throws {
+                quiet: Bool, training: Backend, inference: Backend, logDirectory: String? = nil) throws {
         self.settings = settings
         architecture = try settings.model.architecture
         self.training = training
         self.inference = inference
         self.root = root
         self.resume = resume
-        try Folder.create(root)
-        log = try ExperimentLog(directory: root, quiet: quiet, append: resume)
+        try Folder.create(logDirectory ?? root)
+        log = try ExperimentLog(directory: logDirectory ?? root, quiet: quiet, append: resume)
         dataset = try DataDirectory.load(flag: dataDirectory)
         (permutation, splitSource) = try Permutation.resolve(splitFile: settings.data.splitFile, outputDirectory: root, seed: settings.seed,
                                                              count: dataset.train.count)

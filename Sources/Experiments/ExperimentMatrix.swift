@@ -20,8 +20,8 @@ public enum ExperimentRunner {
         let attacks = try settings.attackList()
         let defenses = try settings.defenseList()
         try Folder.create(root)
-        try AtomicFile.write(try ExperimentConfigFile.yaml(settings), to: (root as NSString).appendingPathComponent("config.yaml"))
-        var cells: [Leaderboard.Cell] = []
+        try AtomicFile.write(try ExperimentConfigFile.yaml(settings), to: (root as NSString).appendingPathComponent(configFileName))
+        var rows: [Leaderboard.Cell] = []
         for cell in try settings.cells() {
             let folder = settings.cellFolder(root: root, of: cell)
             let experiment = try Experiment(settings: cell, root: folder, dataDirectory: dataDirectory, resume: resume,
@@ -31,25 +31,53 @@ public enum ExperimentRunner {
                 try experiment.run(attacks: attacks)
                 continue
             }
-            let relative = String(folder.dropFirst(root.count)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
             for attack in attacks {
-                let trained = try experiment.trainedModel(attack)
-                let trainedRan = experiment.upstreamRan
-                for name in defenses {
-                    experiment.upstreamRan = trainedRan  // defenses are siblings: one running does not rerun the next
-                    let result = try experiment.defend(attack, with: name, trained: trained)
-                    cells.append(Leaderboard.Cell(
-                        attack: attack.rawValue, defense: name, model: cell.model.name, seed: cell.seed,
-                        cleanBefore: result.before.cleanAccuracy, asrBefore: result.before.attackSuccessRate ?? 0,
-                        cleanAfter: result.after.cleanAccuracy, asrAfter: result.after.attackSuccessRate ?? 0,
-                        robustBefore: result.before.robustAccuracy, robustAfter: result.after.robustAccuracy,
-                        seconds: result.seconds,
-                        folder: ((relative.isEmpty ? "" : relative + "/") + "\(attack.rawValue)/defense-\(name)")))
-                }
+                rows += try experiment.defendAll(attack, with: defenses, relativeFolder: relative(folder, root: root))
             }
         }
         guard !defenses.isEmpty else { return nil }
-        let board = Leaderboard(cells: cells)
+        return try writeLeaderboard(Leaderboard(cells: rows), root: root, quiet: quiet)
+    }
+
+    /// The run's resolved settings in its folder: what `--collect` and cluster tasks read back.
+    public static let configFileName = "config.yaml"
+
+    /// One training cell of the matrix: an (attack, model, seed), poisoned and trained once, then
+    /// every defense on it. Cluster tasks run one each (`--cell K`), in their own folder.
+    public struct Cell: Equatable {
+        public var index: Int
+        public var attack: PoisonType
+        /// The settings of its (model, seed).
+        public var settings: ExperimentSettings
+        /// The (model, seed) folder its Experiment runs in (the run folder with one model and seed).
+        public var experimentFolder: String
+        /// `experimentFolder/<attack>`: everything the cell writes is inside it.
+        public var folder: String
+        /// `folder` relative to the run folder.
+        public var relativeFolder: String
+    }
+
+    /// The cells in the order a local run trains them (models, then seeds, then attacks): the
+    /// order of the Slurm array's task ids.
+    public static func cells(_ settings: ExperimentSettings, root: String) throws -> [Cell] {
+        let attacks = try settings.attackList()
+        var out: [Cell] = []
+        for cell in try settings.cells() {
+            let experimentFolder = settings.cellFolder(root: root, of: cell)
+            for attack in attacks {
+                let folder = (experimentFolder as NSString).appendingPathComponent(attack.rawValue)
+                out.append(Cell(index: out.count, attack: attack, settings: cell, experimentFolder: experimentFolder,
+                                folder: folder, relativeFolder: relative(folder, root: root)))
+            }
+        }
+        return out
+    }
+
+    static func relative(_ folder: String, root: String) -> String {
+        String(folder.dropFirst(root.count)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+    }
+
+    static func writeLeaderboard(_ board: Leaderboard, root: String, quiet: Bool) throws -> Leaderboard {
         try board.write(directory: root)
         let written = try ReportBuilder.write(runDirectory: root)
         if !quiet {
@@ -61,6 +89,24 @@ public enum ExperimentRunner {
 }
 
 extension Experiment {
+    /// Every defense on the attack's trained model (trained once): its leaderboard rows, with
+    /// their folders under `relativeFolder` (the (model, seed) folder relative to the run folder).
+    func defendAll(_ attack: PoisonType, with defenses: [String], relativeFolder: String) throws -> [Leaderboard.Cell] {
+        let trained = try trainedModel(attack)
+        let trainedRan = upstreamRan
+        return try defenses.map { name in
+            upstreamRan = trainedRan  // defenses are siblings: one running does not rerun the next
+            let result = try defend(attack, with: name, trained: trained)
+            return Leaderboard.Cell(
+                attack: attack.rawValue, defense: name, model: settings.model.name, seed: settings.seed,
+                cleanBefore: result.before.cleanAccuracy, asrBefore: result.before.attackSuccessRate ?? 0,
+                cleanAfter: result.after.cleanAccuracy, asrAfter: result.after.attackSuccessRate ?? 0,
+                robustBefore: result.before.robustAccuracy, robustAfter: result.after.robustAccuracy,
+                seconds: result.seconds,
+                folder: (relativeFolder.isEmpty ? "" : relativeFolder + "/") + "\(attack.rawValue)/defense-\(name)")
+        }
+    }
+
     /// The defense stage: the defense (with the config's settings over its defaults) on the trained
     /// model, judged before and after on the evaluation test images.
     func defend(_ attack: PoisonType, with name: String, trained: TrainedModel) throws -> DefenseResult {
