@@ -15,7 +15,7 @@ enum Fixture {
         let file = try load("nn/resnet18_w4.safetensors")
         var state: [String: HostTensor] = [:]
         for (name, t) in file.tensors where name.hasPrefix("init.") { state[String(name.dropFirst(5))] = t }
-        let model = try ResNet18.model(width: 4, on: testBackend)
+        let model = try ResNet18.model(width: 4, on: directBackend)
         try model.load(stateDict: state)
         return (model, try file.f("x"), try file.tensors["labels"]!.int64s().map { Int32($0) })
     }

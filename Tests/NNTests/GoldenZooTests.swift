@@ -31,7 +31,7 @@ final class GoldenZooTests: XCTestCase {
     func check(_ architecture: Architecture, gradientTolerance: Float = 1e-4, file: StaticString = #filePath,
                line: UInt = #line) throws {
         let name = architecture.rawValue
-        let (model, warnings) = try Checkpoint.load(Self.folder + name + ".pt", on: testBackend)
+        let (model, warnings) = try Checkpoint.load(Self.folder + name + ".pt", on: directBackend)
         XCTAssertEqual(warnings, [], file: file, line: line)
         XCTAssertEqual(model.architecture, name, "architecture inferred from the keys", file: file, line: line)
         XCTAssertEqual(model.width, 4, "width inferred from the stem", file: file, line: line)
@@ -75,7 +75,7 @@ final class GoldenZooTests: XCTestCase {
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: [String: Any]]
         for architecture in Architecture.allCases where architecture != .resnet18 {
             let reference = json[architecture.rawValue]!
-            let model = try architecture.model(on: testBackend)
+            let model = try architecture.model(on: directBackend)
             XCTAssertEqual(model.width, reference["width"] as? Int, architecture.rawValue)
             let entries = reference["state_dict"] as! [[Any]]
             let layout = model.stateDictLayout()
@@ -88,17 +88,17 @@ final class GoldenZooTests: XCTestCase {
     /// Our checkpoints record the architecture; a wrong --model names both; keys tell the models apart.
     func testCheckpointsRecordAndCheckTheArchitecture() throws {
         for architecture in Architecture.allCases {
-            let model = try architecture.model(width: 8, seed: 3, on: testBackend)
+            let model = try architecture.model(width: 8, seed: 3, on: directBackend)
             let path = NSTemporaryDirectory() + "zoo-\(UUID().uuidString).safetensors"
             defer { try? FileManager.default.removeItem(atPath: path) }
             try Checkpoint.save(model, to: path)
             let file = try SafeTensors.read(path: path)
             XCTAssertEqual(file.metadata["architecture"], architecture.rawValue)
-            let (loaded, _) = try Checkpoint.load(path, expected: architecture, on: testBackend)
+            let (loaded, _) = try Checkpoint.load(path, expected: architecture, on: directBackend)
             XCTAssertEqual(loaded.architecture, architecture.rawValue)
             XCTAssertEqual(ModelZoo.architecture(of: file.tensors), architecture, "inferred from the keys alone")
             let other = architecture == .vgg16 ? Architecture.vgg19 : .vgg16
-            XCTAssertThrowsError(try Checkpoint.load(path, expected: other, on: testBackend)) { error in
+            XCTAssertThrowsError(try Checkpoint.load(path, expected: other, on: directBackend)) { error in
                 let text = "\(error)"
                 XCTAssertTrue(text.contains(architecture.flagName) && text.contains("--model asks for \(other.flagName)"),
                               text)
@@ -110,7 +110,7 @@ final class GoldenZooTests: XCTestCase {
     /// VGG's own initialisation (the reference's): conv weights N(0, 2 / (9 out)), zero biases,
     /// classifier N(0, 0.01). Checked on the full-size VGG-16's last convolution (2.4M weights).
     func testVGGInitialisationIsTheReferences() throws {
-        let state = try Architecture.vgg16.model(seed: 5, on: testBackend).stateDict()
+        let state = try Architecture.vgg16.model(seed: 5, on: directBackend).stateDict()
         func std(_ values: [Float]) -> Double {
             let mean = values.reduce(0.0) { $0 + Double($1) } / Double(values.count)
             return (values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(values.count)).squareRoot()
