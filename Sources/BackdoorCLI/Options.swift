@@ -6,9 +6,8 @@ import Models
 import OneDNNBackend
 
 /// What a backend computes for. Training on AVX-512 CPUs keeps oneDNN's direct convolutions
-/// (oneDNN's Winograd scratch would take a width-64, batch-128 step past 1 GiB); on AVX2 CPUs
-/// `auto` chooses between direct and the backend's own Winograd, whose scratch is small.
-/// Everything else uses `auto`.
+/// (oneDNN's Winograd scratch would take a width-64, batch-128 step past 1 GiB); everything else
+/// uses `auto`. The backend's own Winograd for AVX2 is `--conv-algorithm winograd`.
 enum Workload {
     case training, inference
 
@@ -21,7 +20,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Compute threads (default: the cores available; at most 4 per core).")
     var threads: Int?
 
-    @Option(help: "Convolution algorithm: direct (oneDNN's direct kernels), auto (oneDNN's own Winograd on AVX-512 CPUs, about 200 MiB more training memory at width 64; BackdoorLab's Winograd F(4x4,3x3) for 3x3 stride-1 layers on AVX2 CPUs, where oneDNN has none), or winograd (BackdoorLab's Winograd wherever it applies). Default: auto, but direct for training on AVX-512 CPUs.")
+    @Option(help: "Convolution algorithm: direct (oneDNN's direct kernels), auto (oneDNN's choice: its Winograd on AVX-512 CPUs, about 200 MiB more training memory at width 64; direct on AVX2), or winograd (BackdoorLab's Winograd F(4x4,3x3) on 3x3 stride-1 layers, AVX2: about 1.5-2x faster, opt-in because it changes results). Default: auto, but direct for training on AVX-512 CPUs.")
     var convAlgorithm: ConvolutionAlgorithm?
 
     func validate() throws {

@@ -123,10 +123,8 @@ public final class OneDNN: Backend {
         let algorithm = options.convolutionAlgorithm
         let key = Convolution.Key(geometry: geometry, algorithm: algorithm)
         return try convolutions.get(key) {
-            // Our transforms are AVX2 code. `auto` takes ours where oneDNN has no Winograd (no
-            // AVX-512): a fixed rule, not a timing, so that a run and its resumed twin compute alike.
-            let useOurs = algorithm == .winograd || (algorithm == .auto && !Self.hasAVX512)
-            guard useOurs, WinogradConvolution.applies(to: geometry), Self.hasAVX2 else {
+            // Our transforms are AVX2 code; only an explicit `winograd` takes them (see ConvolutionAlgorithm).
+            guard algorithm == .winograd, WinogradConvolution.applies(to: geometry), Self.hasAVX2 else {
                 return try Convolution(geometry, algorithm: algorithm)
             }
             return try WinogradConvolution(geometry, tile: WinogradConvolution.defaultTile, scratch: winogradScratch, owner: self)
