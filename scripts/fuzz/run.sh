@@ -39,7 +39,11 @@ build() {
     }
     module Support Sources/Support/*.swift
     module Formats Sources/Formats/*.swift
-    module Datasets Sources/Datasets/*.swift
+    # SwiftPM generates Datasets' `Bundle.module` (its shipped reference data); outside SwiftPM the
+    # fuzzer points it at the source folder, which holds the same ReferenceData/.
+    printf 'import Foundation\nextension Foundation.Bundle {\n    static let module = Bundle(path: "%s")!\n}\n' \
+        "$PWD/Sources/Datasets" >"$out/DatasetsBundle.swift"
+    module Datasets Sources/Datasets/*.swift "$out/DatasetsBundle.swift"
     module MaskFileFuzz Sources/Defenses/MaskFile.swift scripts/fuzz/NeuronValues.swift
     swiftc "${flags[@]}" -o "$binary" scripts/fuzz/FuzzMain.swift -L "$out" \
         -lDatasets -lFormats -lMaskFileFuzz -lSupport -lpng -lz
