@@ -88,7 +88,7 @@ struct TrainCommand: ParsableCommand {
 
         let prepared = try ExperimentData.prepare(data: data, attack: attack, valFrac: valFrac, trainLimit: trainLimit,
                                                   testLimit: testLimit, batchSize: batchSize, seed: seed, outputDirectory: outputDir,
-                                                  quiet: quiet)
+                                                  quiet: quiet, backend: { try compute.backend(for: .inference) })
         let trainer = try Trainer(config: config, trainSet: prepared.train, cleanTest: prepared.cleanTest,
                                   poisonTest: prepared.poisonTest, outputDirectory: outputDir,
                                   backend: compute.backend(for: .training))

@@ -99,12 +99,13 @@ public final class Experiment {
         return outcome
     }
 
-    /// The stages up to the backdoored model: (clean model and PGD for clean-label,) poisoning, training.
+    /// The stages up to the backdoored model: (a clean model for clean-label's PGD and TrojanNN's
+    /// trigger,) poisoning, training.
     func trainedModel(_ attack: PoisonType) throws -> TrainedModel {
         upstreamRan = false
         attackSeconds = 0
         var upstream: StageFolder?
-        if attack == .cleanLabel {
+        if attack == .cleanLabel || attack == .trojannn {
             upstream = try train(attack, folderName: "clean", poisonType: .benign, upstream: nil).stage
         }
         let poison = try poison(attack, upstream: upstream)
@@ -155,7 +156,7 @@ public final class Experiment {
 
     /// BadNets and Blend: the trigger, the poisoned-image count and an examples grid (the training
     /// stage poisons the same images again from the seed). Clean-label: PGD against the clean model,
-    /// writing the poisoned attacker split as numpy arrays.
+    /// writing the poisoned attacker split as numpy arrays. TrojanNN: its trigger optimised against the clean model.
     private func poison(_ attack: PoisonType, upstream: StageFolder?) throws -> StageFolder {
         var config: [String: Any] = ["attack": attack.rawValue, "poison_target": settings.attack.target,
                                      "poison_rate": settings.attack.poisonRate, "seed": settings.seed, "data": dataConfig,
@@ -190,7 +191,8 @@ public final class Experiment {
                 return
             }
             let attackSettings = attackSettings(attack)
-            let (info, note) = try attackSettings.triggerInfo()
+            let cleanModel = try upstream.map { try Checkpoint.load($0.file("model_last.safetensors"), on: inference).model }
+            let (info, note) = try attackSettings.triggerInfo(cleanModel: cleanModel, log: { self.log.say($0) })
             if let note { log.say("note: \(note)") }
             guard let info else { return }
             let limited = dataset.train.subset(Array(DataSplit(permutation: permutation, valFrac: settings.data.valFrac)
