@@ -84,7 +84,11 @@ struct AttackOptions: ParsableArguments {
     /// The attack's trigger information, loading TrojanNN's clean model and printing its progress.
     func triggerInfo(seed: UInt64, backend: () throws -> Backend, quiet: Bool) throws -> (info: TriggerInfo?, note: String?) {
         let model = poisonType == .trojannn ? try cleanModel(on: backend()) : nil
-        return try settings(seed: seed).triggerInfo(cleanModel: model, log: quiet ? nil : { print($0) })
+        do {
+            return try settings(seed: seed).triggerInfo(cleanModel: model, log: quiet ? nil : { print($0) })
+        } catch let error as AttackError {
+            throw ValidationError(AttackFlags.describe(error))
+        }
     }
 
     static func integers(_ text: String, flag: String) throws -> [Int] {

@@ -146,7 +146,7 @@ public final class Experiment {
     private func attackSettings(_ poisonType: PoisonType, cleanLabelDirectory: String? = nil) -> AttackSettings {
         AttackSettings(poisonType: poisonType, target: settings.attack.target, rate: settings.attack.poisonRate,
                        patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil,
-                       cleanLabelDirectory: cleanLabelDirectory, seed: settings.seed)
+                       cleanLabelDirectory: cleanLabelDirectory, seed: settings.seed, trojannn: settings.attack.trojannn.attack)
     }
 
     private var dataConfig: [String: Any] {
@@ -163,6 +163,7 @@ public final class Experiment {
                                      "trigger_pattern": (attack == .blend ? settings.attack.triggerPattern : nil) ?? NSNull()]
         let pgd = CleanLabelPGD(epsilon: Float(settings.attack.pgd.eps), stepSize: Float(settings.attack.pgd.step),
                                 iterations: settings.attack.pgd.iterations, restarts: settings.attack.pgd.restarts)
+        if attack == .trojannn { config["trojannn"] = ExperimentConfigFile.jsonObject(settings.attack.trojannn) }
         if attack == .cleanLabel {
             config["pgd"] = ["eps": settings.attack.pgd.eps, "step": settings.attack.pgd.step, "iterations": settings.attack.pgd.iterations,
                              "restarts": settings.attack.pgd.restarts]

@@ -7,11 +7,11 @@ import XCTest
 import TestSupport
 
 /// TrojanNN on real CIFAR-10 at a size the suite affords: the trigger optimised against the
-/// committed clean quick model (Fixtures/defenses/benign_w8, 200 steps), then a width-8 ResNet-18
+/// committed clean quick model (Fixtures/defenses/benign_w8, 100 steps), then a width-8 ResNet-18
 /// trained from scratch on the attacker split's first images with it (rate 0.1 of the whole set,
 /// relabelled); ASR on the first 1,000 test images' non-target ones against the clean model's.
 final class TrojanNNTrainingTests: XCTestCase {
-    static let trainCount = 4_000, testCount = 1_000, epochs = 3, steps = 200
+    static let trainCount = 4_000, testCount = 1_000, epochs = 3, steps = 100
 
     func testTheOptimisedTriggerTakesHold() throws {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 not present") }
@@ -32,7 +32,7 @@ final class TrojanNNTrainingTests: XCTestCase {
         XCTAssertEqual(poisonTest.count, test.labels.filter { $0 != 0 }.count, "the ASR set leaves the target class out")
 
         var config = TrainingConfig()
-        (config.epochs, config.learningRate, config.milestones, config.width, config.augment) = (Self.epochs, 0.05, [Self.epochs], 8, false)
+        (config.epochs, config.learningRate, config.milestones, config.width, config.augment) = (Self.epochs, 0.05, [2], 8, false)
         let folder = NSTemporaryDirectory() + "trojannn-training-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let trainer = try Trainer(config: config, trainSet: poisoned.images, cleanTest: test, poisonTest: poisonTest,
@@ -44,6 +44,6 @@ final class TrojanNNTrainingTests: XCTestCase {
         let accuracy = try Evaluation.evaluate(trainer.model, on: test).accuracy
         print(String(format: "trojannn: ASR %.1f%% (clean model %.1f%%), clean accuracy %.1f%%", 100 * asr, 100 * cleanASR, 100 * accuracy))
         XCTAssertGreaterThan(asr, cleanASR + 0.4, "the backdoor takes hold")
-        XCTAssertGreaterThan(accuracy, 0.2, "the model still learns the task")
+        XCTAssertGreaterThan(accuracy, 0.15, "above chance: the model still learns the task")
     }
 }
