@@ -14,7 +14,7 @@ final class TrojanNNCommandTests: XCTestCase {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 not present") }
         let out = NSTemporaryDirectory() + "poison-trojannn-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: out) }
-        var poison = try PoisonCommand.parse(["--poison-type", "trojannn", "--trojannn-model", cleanModel, "--trojannn-steps", "5",
+        let poison = try PoisonCommand.parse(["--poison-type", "trojannn", "--trojannn-model", cleanModel, "--trojannn-steps", "5",
                                               "--data-dir", shared + "/cifar10", "--split-file", shared + "/anp/cifar_shuffle.txt",
                                               "--export", out])
         try poison.run()
@@ -28,7 +28,7 @@ final class TrojanNNCommandTests: XCTestCase {
         XCTAssertEqual(info.notes["trojannn_model"], cleanModel)
         guard case let .trojannn(trigger) = info.trigger else { return XCTFail("\(info.trigger)") }
         XCTAssertEqual(trigger.mask.filter { $0 == 1 }.count, 351, "the apple mask")
-        var eval = try EvalCommand.parse(["--checkpoint", cleanModel, "--trigger-info", out + "/trigger_info.safetensors",
+        let eval = try EvalCommand.parse(["--checkpoint", cleanModel, "--trigger-info", out + "/trigger_info.safetensors",
                                           "--data-dir", shared + "/cifar10", "--limit", "100", "--json"])
         try eval.run()
     }
@@ -47,12 +47,12 @@ final class TrojanNNCommandTests: XCTestCase {
         refused(["--trojannn-model", cleanModel, "--trojannn-neurons", "-1"], "--trojannn-neurons -1 is not allowed")
         refused(["--trojannn-model", cleanModel, "--trojannn-layer", ""], "--trojannn-layer \"\" is not allowed")
         // Checked where the model is known: the layer must be one of its modules.
-        var poison = try PoisonCommand.parse(["--poison-type", "trojannn", "--trojannn-model", cleanModel, "--trojannn-layer", "fc",
+        let poison = try PoisonCommand.parse(["--poison-type", "trojannn", "--trojannn-model", cleanModel, "--trojannn-layer", "fc",
                                               "--export", NSTemporaryDirectory() + "trojannn-unused"])
         XCTAssertThrowsError(try poison.run()) { error in
             XCTAssertTrue("\(error)".contains("--trojannn-layer fc is not allowed; expected a module of resnet18-cifar"), "\(error)")
         }
-        var missing = try PoisonCommand.parse(["--poison-type", "trojannn", "--trojannn-model", "/nonexistent.safetensors", "--export", "x"])
+        let missing = try PoisonCommand.parse(["--poison-type", "trojannn", "--trojannn-model", "/nonexistent.safetensors", "--export", "x"])
         XCTAssertThrowsError(try missing.run()) { error in
             XCTAssertTrue("\(error)".contains("/nonexistent.safetensors") && "\(error)".contains("no such checkpoint file"), "\(error)")
         }
