@@ -45,6 +45,8 @@ struct TrainCommand: ParsableCommand {
         try FlagLimits.testLimit(testLimit)
         _ = try parseMilestones(milestones)
         if resume && overwrite { throw ValidationError("--resume continues the run in --output-dir, --overwrite replaces it: choose one") }
+        // Before the data is read: the attack's own settings, named by their flags.
+        try attack.settings(seed: seed).validateNamingFlags()
     }
 
     /// Everything besides `TrainingConfig` that changes the trained model, by flag: a resumed

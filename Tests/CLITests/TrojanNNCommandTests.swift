@@ -46,6 +46,9 @@ final class TrojanNNCommandTests: XCTestCase {
         refused(["--trojannn-model", cleanModel, "--trojannn-step-size", "0"], "--trojannn-step-size 0.0 is not allowed")
         refused(["--trojannn-model", cleanModel, "--trojannn-neurons", "-1"], "--trojannn-neurons -1 is not allowed")
         refused(["--trojannn-model", cleanModel, "--trojannn-layer", ""], "--trojannn-layer \"\" is not allowed")
+        XCTAssertThrowsError(try TrainCommand.parse(["--poison-type", "trojannn", "--trojannn-model", cleanModel, "--trojannn-eps", "0"])) {
+            XCTAssertTrue(TrainCommand.message(for: $0).contains("--trojannn-eps 0.0 is not allowed"), TrainCommand.message(for: $0))
+        }
         // Checked where the model is known: the layer must be one of its modules.
         let poison = try PoisonCommand.parse(["--poison-type", "trojannn", "--trojannn-model", cleanModel, "--trojannn-layer", "fc",
                                               "--export", NSTemporaryDirectory() + "trojannn-unused"])
