@@ -7,11 +7,11 @@ import XCTest
 import TestSupport
 
 /// TrojanNN on real CIFAR-10 at a size the suite affords: the trigger optimised against the
-/// committed clean quick model (Fixtures/defenses/benign_w8, 100 steps), then a width-8 ResNet-18
+/// committed clean quick model (Fixtures/defenses/benign_w8, 50 steps), then a width-8 ResNet-18
 /// trained from scratch on the attacker split's first images with it (rate 0.1 of the whole set,
 /// relabelled); ASR on the first 1,000 test images' non-target ones against the clean model's.
 final class TrojanNNTrainingTests: XCTestCase {
-    static let trainCount = 4_000, testCount = 1_000, epochs = 3, steps = 100
+    static let trainCount = 3_000, testCount = 1_000, epochs = 3, steps = 50
 
     func testTheOptimisedTriggerTakesHold() throws {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 not present") }
