@@ -99,12 +99,13 @@ public final class Experiment {
         return outcome
     }
 
-    /// The stages up to the backdoored model: (clean model and PGD for clean-label,) poisoning, training.
+    /// The stages up to the backdoored model: (a clean model for clean-label's PGD and TrojanNN's
+    /// trigger,) poisoning, training.
     func trainedModel(_ attack: PoisonType) throws -> TrainedModel {
         upstreamRan = false
         attackSeconds = 0
         var upstream: StageFolder?
-        if attack == .cleanLabel {
+        if attack == .cleanLabel || attack == .trojannn {
             upstream = try train(attack, folderName: "clean", poisonType: .benign, upstream: nil).stage
         }
         let poison = try poison(attack, upstream: upstream)
@@ -149,7 +150,8 @@ public final class Experiment {
 
     private func attackSettings(_ poisonType: PoisonType) -> AttackSettings {
         AttackSettings(poisonType: poisonType, target: settings.attack.target, rate: settings.attack.poisonRate,
-                       patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil, seed: settings.seed)
+                       patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil, seed: settings.seed,
+                       trojannn: settings.attack.trojannn.attack)
     }
 
     private var dataConfig: [String: Any] {
@@ -159,14 +161,15 @@ public final class Experiment {
 
     /// The poisoned training set (data.npy, label.npy, backdoor_list.npy: what the training stage
     /// trains on and the detectors inspect), its trigger information and an examples grid. Clean-label:
-    /// PGD against the clean model, over the whole attacker split. WaNet and BPP: one epoch's draw
-    /// (training poisons every batch afresh).
+    /// PGD against the clean model, over the whole attacker split. TrojanNN: its trigger optimised
+    /// against the clean model. WaNet and BPP: one epoch's draw (training poisons every batch afresh).
     private func poison(_ attack: PoisonType, upstream: StageFolder?) throws -> StageFolder {
         var config: [String: Any] = ["attack": attack.rawValue, "poison_target": settings.attack.target,
                                      "poison_rate": settings.attack.poisonRate, "seed": settings.seed, "data": dataConfig,
                                      "trigger_pattern": (attack == .blend ? settings.attack.triggerPattern : nil) ?? NSNull()]
         let pgd = CleanLabelPGD(epsilon: Float(settings.attack.pgd.eps), stepSize: Float(settings.attack.pgd.step),
                                 iterations: settings.attack.pgd.iterations, restarts: settings.attack.pgd.restarts)
+        if attack == .trojannn { config["trojannn"] = ExperimentConfigFile.jsonObject(settings.attack.trojannn) }
         if attack == .cleanLabel {
             config["pgd"] = ["eps": settings.attack.pgd.eps, "step": settings.attack.pgd.step, "iterations": settings.attack.pgd.iterations,
                              "restarts": settings.attack.pgd.restarts]
@@ -195,7 +198,8 @@ public final class Experiment {
                 return
             }
             let attackSettings = attackSettings(attack)
-            let (info, note) = try attackSettings.triggerInfo()
+            let cleanModel = try upstream.map { try Checkpoint.load($0.file("model_last.safetensors"), on: inference).model }
+            let (info, note) = try attackSettings.triggerInfo(cleanModel: cleanModel, log: { self.log.say($0) })
             if let note { log.say("note: \(note)") }
             guard let info else { return }
             let limited = dataset.train.subset(Array(DataSplit(permutation: permutation, valFrac: settings.data.valFrac)

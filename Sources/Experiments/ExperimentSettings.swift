@@ -76,7 +76,27 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         /// 32x32 PNG for the Blend trigger; nil: the papers' pattern (shipped); "seeded": the tool's seeded noise.
         public var triggerPattern: String?
         public var pgd = PGDSettings()
+        public var trojannn = TrojanNNRunSettings()
         public init() {}
+    }
+
+    /// TrojanNN's trigger optimisation, BackdoorBench's defaults (its clean model trains with the
+    /// training settings).
+    public struct TrojanNNRunSettings: Codable, Equatable, ConfigSection {
+        public var steps = 1000
+        public var neurons = 2
+        public var targetValue = 100.0
+        public var stepSize = 0.1
+        public var eps = 0.3
+        public var layer = "linear"
+        public init() {}
+
+        /// The library's settings (the default mask).
+        public var attack: TrojanNNSettings {
+            var t = TrojanNNSettings()
+            (t.steps, t.neurons, t.targetValue, t.stepSize, t.epsilon, t.layer) = (steps, neurons, targetValue, stepSize, eps, layer)
+            return t
+        }
     }
 
     /// The clean-label attack's PGD (its clean model trains with the training settings).
@@ -181,6 +201,10 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         if attack.pgd.restarts < 0 { throw ConfigError.outOfRange("attack.pgd.restarts", attack.pgd.restarts, expected: "at least 0") }
         try positive(attack.pgd.eps, "attack.pgd.eps")
         try positive(attack.pgd.step, "attack.pgd.step")
+        try atLeastOne(attack.trojannn.steps, "attack.trojannn.steps")
+        try atLeastOne(attack.trojannn.neurons, "attack.trojannn.neurons")
+        try fraction(attack.trojannn.stepSize, "attack.trojannn.step_size", openAtZero: true)
+        try fraction(attack.trojannn.eps, "attack.trojannn.eps", openAtZero: true)
         try fraction(defense.anp.frac, "defense.anp.frac", openAtZero: true)
         try nonNegative(defense.anp.eps, "defense.anp.eps")
         try atLeastOne(defense.anp.steps, "defense.anp.steps")
