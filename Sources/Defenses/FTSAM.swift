@@ -1,4 +1,5 @@
 import Datasets
+import Foundation
 import NN
 
 /// Sharpness-aware minimisation as BackdoorBench's `utils/defense_utils/sam` (SAM, ASAM when
@@ -112,7 +113,7 @@ public struct FTSAMDefense: Defense {
             (settings["rho_max"]!, settings["rho_min"]!, settings["adaptive"]!, settings["label_smoothing"]!, settings["alpha"]!)
         guard rhoMin >= 0 else { throw DefenseSettingError.outOfRange(Self.name, "rho_min", rhoMin, expected: "a number at least 0") }
         guard rhoMax >= rhoMin else {
-            throw DefenseSettingError.outOfRange(Self.name, "rho_max", rhoMax, expected: "a number at least rho_min (\(rhoMin))")
+            throw DefenseSettingError.outOfRange(Self.name, "rho_max", rhoMax, expected: "a number at least rho_min (" + String(format: "%g", rhoMin) + ")")
         }
         guard adaptive == 0 || adaptive == 1 else {
             throw DefenseSettingError.outOfRange(Self.name, "adaptive", adaptive, expected: "0 (SAM) or 1 (adaptive SAM)")
