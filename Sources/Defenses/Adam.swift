@@ -35,7 +35,8 @@ struct Adam {
 /// values and gradients read and written in PyTorch's order.
 final class ParameterAdam {
     let learningRate: Float, beta1: Float, beta2: Float, amsgrad: Bool
-    private var states: [ObjectIdentifier: Adam] = [:]
+    /// Keyed by parameter identity; holding the parameter keeps the key from being reused (as SGD's buffers).
+    private var states: [ObjectIdentifier: (parameter: Parameter, adam: Adam)] = [:]
 
     init(learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999, amsgrad: Bool = false) {
         (self.learningRate, self.beta1, self.beta2, self.amsgrad) = (learningRate, beta1, beta2, amsgrad)
@@ -43,12 +44,12 @@ final class ParameterAdam {
 
     func step(_ parameters: [Parameter]) throws {
         for p in parameters {
-            var state = states[ObjectIdentifier(p)]
+            var state = states[ObjectIdentifier(p)]?.adam
                 ?? Adam(count: p.count, learningRate: learningRate, beta1: beta1, beta2: beta2, amsgrad: amsgrad)
             var x = try p.plainValues()
             state.step(&x, gradient: try p.plainGradient())
             try p.setPlainValues(x)
-            states[ObjectIdentifier(p)] = state
+            states[ObjectIdentifier(p)] = (p, state)
         }
     }
 }

@@ -113,6 +113,18 @@ final class SAUFTSAMTests: XCTestCase {
         assertClose(result.logitsGradient, c["gradient"] as! [Double], "gradient")
     }
 
+    /// SAU's optimiser: torch.optim.Adam(amsgrad=True) over three steps, on a model parameter.
+    func testParameterAdamWithAMSGradMatchesTorch() throws {
+        let a = try fixture()["amsgrad"] as! [String: Any]
+        let p = try Parameter("x", plainShape: [5], values: floats(a["start"]), on: testBackend)
+        let adam = ParameterAdam(learningRate: Float(a["lr"] as! Double), amsgrad: true)
+        for (g, expected) in zip(a["gradients"] as! [[Double]], a["steps"] as! [[Double]]) {
+            try p.gradient.setPlainValues(g.map(Float.init))
+            try adam.step([p])
+            assertClose(try p.plainValues(), expected, "amsgrad step")
+        }
+    }
+
     func testSettingsHaveTheReferenceDefaultsAndRanges() throws {
         let sau = SAUDefense.defaults
         for (key, value) in ["n_rounds": 100.0, "batch_size": 256, "trigger_norm": 0.2, "adv_lr": 0.2, "adv_steps": 5,
