@@ -33,9 +33,10 @@ struct DefendCommand: ParsableCommand {
     @Option(help: "CLP: prune channels whose Lipschitz bound exceeds mean + u * std of their layer (--set u=...).") var clpU: Double?
     @Option(help: "ANP: prune the neurons whose mask is at most this (--set threshold=...).") var threshold: Double?
     @Option(help: "ANP: mask-optimisation iterations, the reference's 2000 (--set iterations=...).") var nbIter: Int?
-    @Option(help: "ft, fp, nad, fst: fine-tuning epochs (nad: the teacher's and the student's each).") var epochs: Int?
-    @Option(help: "ft, fp, nad, fst: learning rate.") var lr: Double?
-    @Option(help: "ft, fp, nad, fst: batch size.") var batchSize: Int?
+    @Option(help: "ft, fp, nad, fst, ft-sam: fine-tuning epochs (nad: the teacher's and the student's each); sau: unlearning rounds (n_rounds).")
+    var epochs: Int?
+    @Option(help: "ft, fp, nad, fst, ft-sam, sau: learning rate.") var lr: Double?
+    @Option(help: "ft, fp, nad, fst, ft-sam, sau: batch size.") var batchSize: Int?
     @Option(help: "fp: stop pruning before the defender's clean accuracy falls by this fraction of the unpruned model's.")
     var accRatio: Double?
     @Option(help: "fp: fraction of the channels pruned per step.") var oncePruneRatio: Double?
@@ -51,7 +52,7 @@ struct DefendCommand: ParsableCommand {
     private func namedSettings() throws -> [(flag: String, keys: [String], value: Double?)] {
         var out: [(flag: String, keys: [String], value: Double?)] = [
             ("--clp-u", ["u"], clpU), ("--threshold", ["threshold"], threshold), ("--nb-iter", ["iterations"], nbIter.map(Double.init)),
-            ("--epochs", ["epochs", "teacher_epochs"], epochs.map(Double.init)), ("--lr", ["lr"], lr),
+            ("--epochs", ["epochs", "teacher_epochs", "n_rounds"], epochs.map(Double.init)), ("--lr", ["lr"], lr),
             ("--batch-size", ["batch_size"], batchSize.map(Double.init)), ("--acc-ratio", ["acc_ratio"], accRatio),
             ("--once-prune-ratio", ["once_prune_ratio"], oncePruneRatio), ("--nad-p", ["nad_p"], nadP), ("--fst-alpha", ["fst_alpha"], fstAlpha),
         ]

@@ -51,7 +51,7 @@ public struct DefenseSettingError: Error, CustomStringConvertible {
 /// `defenses` choose from. A new defense is added here and nowhere else.
 public enum DefenseRegistry {
     public static let all: [Defense.Type] = [FTDefense.self, FPDefense.self, NADDefense.self, NCDefense.self, CLPDefense.self, RNPDefense.self,
-                                          FSTDefense.self, ANPDefense.self]
+                                          FSTDefense.self, ANPDefense.self, SAUDefense.self, FTSAMDefense.self]
 
     public static var names: [String] { all.map { $0.name } }
 

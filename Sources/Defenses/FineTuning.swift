@@ -22,6 +22,10 @@ public struct FineTuningConfig: Equatable {
     public var cosineTMax: Int?
     /// The reference's random crop (padding 4) and horizontal flip.
     public var augment = true
+    /// The loss's label smoothing (`CrossEntropy`'s; FT-SAM's 0.1).
+    public var labelSmoothing: Float = 0
+    /// The schedule steps once per batch instead of once per epoch (FT-SAM's `scheduler.step()`).
+    public var schedulePerBatch = false
     public var seed: UInt64 = 0
 
     public init(epochs: Int, batchSize: Int, learningRate: Float, weightDecay: Float, schedule: Schedule = .cosine) {
@@ -122,40 +126,58 @@ public struct DefenseError: Error, CustomStringConvertible {
 
 public enum FineTuning {
     /// Fine-tunes `model` in place on `clean` with cross-entropy plus `terms`; logs one line per
-    /// epoch prefixed by `label`.
+    /// epoch prefixed by `label`. With `sharpness`, each step takes the gradient at the weights
+    /// SAM perturbs towards the loss's local maximum (a second forward and backward per batch).
     @discardableResult
     public static func run(_ model: Model, on clean: ImageSet, config: FineTuningConfig, terms: [FineTuningTerm] = [],
-                           label: String, log: (String) throws -> Void) throws -> [FineTuningEpoch] {
+                           sharpness: SharpnessAwareMinimisation? = nil, label: String,
+                           log: (String) throws -> Void) throws -> [FineTuningEpoch] {
         guard clean.count > 0 else { throw DefenseError("\(label): the defender has no clean images to fine-tune on") }
         let sgd = SGD(learningRate: config.learningRate, momentum: config.momentum, weightDecay: config.weightDecay)
         let loader = BatchLoader(images: clean, batchSize: config.batchSize, shuffle: true, augment: config.augment,
                                  seed: config.seed)
         var taps: [String] = []
         for tap in terms.flatMap(\.taps) where !taps.contains(tap) { taps.append(tap) }
+
+        /// Forward and backward of the batch: every parameter's gradient of CE + terms.
+        func gradients(_ batch: Batch, epoch: Int) throws -> (ce: CrossEntropy.Result, extra: Double) {
+            let (logits, features) = try model.forward(images: batch.images, count: batch.count, mode: .training, taps: taps)
+            let ce = CrossEntropy.evaluate(logits: logits, labels: batch.labels, classes: model.numClasses,
+                                           smoothing: config.labelSmoothing)
+            var extra = 0.0
+            var tapGradients: [String: [Float]] = [:]
+            for term in terms {
+                let (value, gradients) = try term.loss(features: features, batch: batch)
+                extra += value
+                for (name, g) in gradients {
+                    tapGradients[name] = tapGradients[name].map { zip($0, g).map { $0 + $1 } } ?? g
+                }
+            }
+            guard ce.meanLoss.isFinite, extra.isFinite else {
+                throw DefenseError("\(label): loss became \(Double(ce.meanLoss) + extra) in epoch \(epoch + 1) "
+                    + "(learning rate \(sgd.learningRate)); try a lower --lr")
+            }
+            try model.backward(logitsGradient: ce.logitsGradient, tapGradients: tapGradients, weightGradients: true,
+                               wantInputGradient: false)
+            for term in terms { try term.addParameterGradients() }
+            return (ce, extra)
+        }
+
         var records: [FineTuningEpoch] = []
+        var step = 0
         for epoch in 0..<config.epochs {
             let start = Date()
-            sgd.learningRate = config.learningRate(epoch: epoch)
+            if !config.schedulePerBatch { sgd.learningRate = config.learningRate(epoch: epoch) }
             var lossSum = 0.0, extraSum = 0.0, correct = 0, seen = 0
             for batch in loader.epoch(epoch) {
-                let (logits, features) = try model.forward(images: batch.images, count: batch.count, mode: .training, taps: taps)
-                let ce = CrossEntropy.evaluate(logits: logits, labels: batch.labels, classes: model.numClasses)
-                var extra = 0.0
-                var tapGradients: [String: [Float]] = [:]
-                for term in terms {
-                    let (value, gradients) = try term.loss(features: features, batch: batch)
-                    extra += value
-                    for (name, g) in gradients {
-                        tapGradients[name] = tapGradients[name].map { zip($0, g).map { $0 + $1 } } ?? g
-                    }
+                if config.schedulePerBatch { sgd.learningRate = config.learningRate(epoch: step) }
+                step += 1
+                let (ce, extra) = try gradients(batch, epoch: epoch)
+                if let sharpness {
+                    try sharpness.perturb(model.parameters, learningRateFraction: Double(sgd.learningRate / config.learningRate))
+                    try sharpness.withFrozenStatistics(model) { _ = try gradients(batch, epoch: epoch) }
+                    try sharpness.restore(model.parameters)
                 }
-                guard ce.meanLoss.isFinite, extra.isFinite else {
-                    throw DefenseError("\(label): loss became \(Double(ce.meanLoss) + extra) in epoch \(epoch + 1) "
-                        + "(learning rate \(sgd.learningRate)); try a lower --lr")
-                }
-                try model.backward(logitsGradient: ce.logitsGradient, tapGradients: tapGradients, weightGradients: true,
-                                   wantInputGradient: false)
-                for term in terms { try term.addParameterGradients() }
                 try sgd.step(model.parameters)
                 for term in terms { try term.afterStep() }
                 lossSum += (Double(ce.meanLoss) + extra) * Double(batch.count)

@@ -11,7 +11,10 @@ public enum CrossEntropy {
         public var correct: Int
     }
 
-    public static func evaluate(logits: [Float], labels: [Int32], classes: Int) -> Result {
+    /// With `smoothing` s, the target puts 1 - s on the label and s / (C - 1) on every other class
+    /// and the loss is KL(target || softmax) (BackdoorBench's `smooth_crossentropy`, FT-SAM's loss);
+    /// at s = 0 that is the cross-entropy.
+    public static func evaluate(logits: [Float], labels: [Int32], classes: Int, smoothing: Float = 0) -> Result {
         let n = labels.count
         var losses = [Float](repeating: 0, count: n)
         var gradient = [Float](repeating: 0, count: n * classes)
@@ -28,17 +31,41 @@ public enum CrossEntropy {
             for c in 0..<classes { sum += exp(Double(logits[row + c] - maxValue)) }
             let label = Int(labels[i])
             let logSum = log(sum) + Double(maxValue)
-            let loss = logSum - Double(logits[row + label])
+            var loss = logSum - Double(logits[row + label])
+            if smoothing != 0 {
+                // sum_c t_c (log t_c - log p_c), with log p_c = z_c - logSum.
+                let on = 1 - Double(smoothing), off = Double(smoothing) / Double(classes - 1)
+                loss = on * (on > 0 ? log(on) : 0) - on * (Double(logits[row + label]) - logSum)
+                for c in 0..<classes where c != label {
+                    loss += off * (off > 0 ? log(off) : 0) - off * (Double(logits[row + c]) - logSum)
+                }
+            }
             losses[i] = Float(loss)
             total += loss
             if argmax == label { correct += 1 }
             for c in 0..<classes {
                 let p = exp(Double(logits[row + c]) - logSum)
-                gradient[row + c] = Float((p - (c == label ? 1 : 0)) / Double(n))
+                let target = c == label ? 1 - Double(smoothing) : Double(smoothing) / Double(classes - 1)
+                gradient[row + c] = Float((p - target) / Double(n))
             }
         }
         return Result(meanLoss: Float(total / Double(max(n, 1))), losses: losses, logitsGradient: gradient,
                       correct: correct)
+    }
+
+    /// Softmax of each row of N x C logits, in Double.
+    public static func probabilities(logits: [Float], classes: Int) -> [Double] {
+        var out = [Double](repeating: 0, count: logits.count)
+        for row in stride(from: 0, to: logits.count, by: classes) {
+            let top = logits[row..<(row + classes)].max()!
+            var total = 0.0
+            for c in 0..<classes {
+                out[row + c] = exp(Double(logits[row + c] - top))
+                total += out[row + c]
+            }
+            for c in 0..<classes { out[row + c] /= total }
+        }
+        return out
     }
 
     /// Index of the largest logit of each row.
