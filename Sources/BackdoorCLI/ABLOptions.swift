@@ -1,5 +1,6 @@
 import ArgumentParser
 import Attacks
+import Backend
 import Datasets
 import Defenses
 import Experiments
@@ -75,7 +76,8 @@ extension TrainCommand {
         try TrainingFolder(path: outputDir).prepareFresh(overwrite: overwrite)
         let (prepared, truth) = try ExperimentData.prepareWithTruth(data: data, attack: attack, valFrac: valFrac, trainLimit: trainLimit,
                                                                     testLimit: testLimit, batchSize: settings.batchSize, seed: seed,
-                                                                    outputDirectory: outputDir, quiet: quiet)
+                                                                    outputDirectory: outputDir, quiet: quiet,
+                                                                    backend: { try compute.backend(for: .inference) })
         let model = try network.architecture.model(width: network.width(width), seed: seed, on: compute.backend(for: .training))
         let triggered = try prepared.triggerInfo.map {
             try Poisoning.triggeredTestSet(prepared.cleanTest, trigger: $0.trigger, target: $0.target)
@@ -103,10 +105,11 @@ extension ExperimentData {
     /// `prepare`, and which training images the attack changed (pixels or label) against the clean
     /// attacker split: the truth ABL's isolation is scored by.
     static func prepareWithTruth(data: DataOptions, attack: AttackOptions, valFrac: Double, trainLimit: Int?, testLimit: Int?,
-                                 batchSize: Int, seed: UInt64, outputDirectory: String, quiet: Bool) throws -> (ExperimentData, [Bool]) {
+                                 batchSize: Int, seed: UInt64, outputDirectory: String, quiet: Bool,
+                                 backend: () throws -> Backend) throws -> (ExperimentData, [Bool]) {
         let (prepared, dataset, permutation) = try prepareFull(data: data, attack: attack, valFrac: valFrac, trainLimit: trainLimit,
                                                                testLimit: testLimit, batchSize: batchSize, seed: seed,
-                                                               outputDirectory: outputDirectory, quiet: quiet)
+                                                               outputDirectory: outputDirectory, quiet: quiet, backend: backend)
         // The training set is the attacker split's first images in order (clean-label keeps that order too).
         let attacker = DataSplit(permutation: permutation, valFrac: valFrac).attacker.prefix(prepared.train.count)
         let truth = zip(0..<prepared.train.count, attacker).map { i, original in
