@@ -136,6 +136,14 @@ extension ExperimentData {
     static func prepare(data: DataOptions, attack: AttackOptions, valFrac: Double, trainLimit: Int?, testLimit: Int?,
                         batchSize: Int, seed: UInt64, outputDirectory: String, quiet: Bool,
                         backend: () throws -> Backend) throws -> ExperimentData {
+        try prepareFull(data: data, attack: attack, valFrac: valFrac, trainLimit: trainLimit, testLimit: testLimit,
+                        batchSize: batchSize, seed: seed, outputDirectory: outputDirectory, quiet: quiet, backend: backend).prepared
+    }
+
+    /// `prepare`, with the loaded data set and split it drew from.
+    static func prepareFull(data: DataOptions, attack: AttackOptions, valFrac: Double, trainLimit: Int?, testLimit: Int?,
+                            batchSize: Int, seed: UInt64, outputDirectory: String, quiet: Bool, backend: () throws -> Backend)
+        throws -> (prepared: ExperimentData, dataset: CIFAR10.DataSet, permutation: [Int]) {
         let dataset = try data.load()
         let split = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDirectory, seed: seed)
         let settings = attack.settings(seed: seed)
@@ -144,6 +152,6 @@ extension ExperimentData {
         let prepared = try make(dataset: dataset, permutation: split.permutation, settings: settings, triggerInfo: info,
                                 valFrac: valFrac, trainLimit: trainLimit, testLimit: testLimit, batchSize: batchSize)
         if let info { try info.write(path: outputDirectory + "/" + TriggerInfo.fileName) }
-        return prepared
+        return (prepared, dataset, split.permutation)
     }
 }

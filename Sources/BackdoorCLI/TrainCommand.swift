@@ -34,6 +34,12 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Replace an earlier run in --output-dir (its models, logs and trigger information are removed first).")
     var overwrite = false
     @Flag(help: "No progress bars or per-epoch lines.") var quiet = false
+    @Option(help: ArgumentHelp("Training-time defense: none or abl (Anti-Backdoor Learning).",
+                               discussion: "abl trains through its own phases (isolation, fine-tuning on the rest, unlearning of the isolated images) "
+                                   + "with the flags below instead of --epochs, --lr, --milestones and --batch-size; --augment applies to "
+                                   + "its fine-tuning and unlearning. Writes model_last.safetensors, abl_result.json and abl_log.txt."))
+    var defense: TrainingDefense = .none
+    @OptionGroup var abl: ABLOptions
 
     func validate() throws {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
@@ -47,6 +53,7 @@ struct TrainCommand: ParsableCommand {
         if resume && overwrite { throw ValidationError("--resume continues the run in --output-dir, --overwrite replaces it: choose one") }
         // Before the data is read: the attack's own settings, named by their flags.
         try attack.settings(seed: seed).validateNamingFlags()
+        try validateDefense()
     }
 
     /// Everything besides `TrainingConfig` that changes the trained model, by flag: a resumed
@@ -77,6 +84,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        if defense == .abl { return try runABL() }
         var config = TrainingConfig()
         config.epochs = epochs
         config.batchSize = batchSize

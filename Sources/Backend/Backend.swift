@@ -36,9 +36,10 @@ public protocol Backend: AnyObject {
     func linear(input: TensorLayout, outputs: Int) throws -> LinearKernel
 
     // MARK: Elementwise
-    /// PyTorch's SGD step: d = g + wd w; buffer = d (first step) or mu buffer + d; w -= lr buffer.
+    /// PyTorch's SGD step: d = g + wd w; buffer = d (first step) or mu buffer + d; w -= lr buffer
+    /// (Nesterov: w -= lr (d + mu buffer)).
     func sgdStep(value: Tensor, gradient: Tensor, momentum: Tensor, learningRate: Float, momentumFactor: Float,
-                 weightDecay: Float, firstStep: Bool) throws
+                 weightDecay: Float, nesterov: Bool, firstStep: Bool) throws
     /// running = (1 - m) running + m batch (the variance's batch value times `varianceCorrection`).
     func updateRunningStatistics(mean: Tensor, variance: Tensor, batchMean: Tensor, batchVariance: Tensor,
                                  momentum: Float, varianceCorrection: Float) throws

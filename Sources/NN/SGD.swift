@@ -9,6 +9,8 @@ public final class SGD {
     public var learningRate: Float
     public var momentum: Float
     public var weightDecay: Float
+    /// PyTorch's `nesterov=True` (ABL's optimiser): the step is d + momentum x buffer.
+    public var nesterov = false
     /// Keyed by parameter identity; holding the parameter keeps the key from being reused.
     private var buffers: [ObjectIdentifier: (parameter: Parameter, tensor: Tensor)] = [:]
 
@@ -28,7 +30,7 @@ public final class SGD {
             buffers[key] = (p, buffer)
             try p.value.backend.sgdStep(value: p.value, gradient: p.gradient, momentum: buffer,
                                         learningRate: learningRate, momentumFactor: momentum, weightDecay: weightDecay,
-                                        firstStep: fresh)
+                                        nesterov: nesterov, firstStep: fresh)
         }
     }
 

@@ -188,13 +188,13 @@ public final class OneDNN: Backend {
     }
 
     public func sgdStep(value: Tensor, gradient: Tensor, momentum: Tensor, learningRate lr: Float,
-                        momentumFactor mu: Float, weightDecay wd: Float, firstStep: Bool) throws {
+                        momentumFactor mu: Float, weightDecay wd: Float, nesterov: Bool, firstStep: Bool) throws {
         let s = try storages([value, gradient, momentum], "SGD step")
         let (w, g, buffer) = (s[0], s[1], s[2])
         for i in 0..<w.count {
             let d = g[i] + wd * w[i]
             buffer[i] = firstStep ? d : mu * buffer[i] + d
-            w[i] -= lr * buffer[i]
+            w[i] -= lr * (nesterov ? d + mu * buffer[i] : buffer[i])
         }
     }
 

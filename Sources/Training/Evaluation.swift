@@ -20,17 +20,32 @@ public enum Evaluation {
     public static func evaluate(_ model: Model, on images: ImageSet, batchSize: Int = 256,
                                 progress: ProgressBar? = nil) throws -> EvaluationResult {
         guard images.count > 0 else { return EvaluationResult(loss: 0, accuracy: 0, images: 0) }
-        let loader = BatchLoader.evaluation(images, batchSize: batchSize)
         var totalLoss = 0.0, correct = 0
-        for batch in loader.epoch(0) {
-            let logits = try model.forward(images: batch.images, count: batch.count, mode: .evaluation)
-            let ce = CrossEntropy.evaluate(logits: logits, labels: batch.labels, classes: model.numClasses)
-            totalLoss += Double(ce.meanLoss) * Double(batch.count)
+        try forEachBatch(model, on: images, batchSize: batchSize) { ce in
+            totalLoss += Double(ce.meanLoss) * Double(ce.losses.count)
             correct += ce.correct
-            progress?.advance(by: batch.count)
+            progress?.advance(by: ce.losses.count)
         }
         return EvaluationResult(loss: totalLoss / Double(images.count), accuracy: Double(correct) / Double(images.count),
                                 images: images.count)
+    }
+
+    /// Each image's cross-entropy in eval mode, in the set's order (ABL isolates the lowest; in
+    /// eval mode a batch gives what the reference's batches of one give).
+    public static func losses(_ model: Model, on images: ImageSet, batchSize: Int = 256) throws -> [Float] {
+        var losses: [Float] = []
+        losses.reserveCapacity(images.count)
+        try forEachBatch(model, on: images, batchSize: batchSize) { losses += $0.losses }
+        return losses
+    }
+
+    /// The cross-entropy of each eval-mode batch of `images`, in order.
+    private static func forEachBatch(_ model: Model, on images: ImageSet, batchSize: Int,
+                                     _ body: (CrossEntropy.Result) -> Void) throws {
+        for batch in BatchLoader.evaluation(images, batchSize: batchSize).epoch(0) {
+            let logits = try model.forward(images: batch.images, count: batch.count, mode: .evaluation)
+            body(CrossEntropy.evaluate(logits: logits, labels: batch.labels, classes: model.numClasses))
+        }
     }
 }
 

@@ -15,11 +15,11 @@ public struct TrainingFolder {
     public static let resumeStateName = "resume_state.safetensors"
     public static let modelName = "model_last.safetensors"
     /// Every file a training run writes: the trainer's own and those the train command writes
-    /// beside them (trigger information, the seeded split). `--overwrite` removes them all, so
+    /// beside them (trigger information, the seeded split, ABL's result and log). `--overwrite` removes them all, so
     /// a benign run does not leave an earlier attack's `trigger_info.*` behind.
     public static let runFiles = [
         "model_init.safetensors", modelName, resumeStateName, manifestName, "train_log.txt", "train_log.jsonl",
-        "trigger_info.safetensors", "trigger_info.json", "split_permutation.txt",
+        "trigger_info.safetensors", "trigger_info.json", "split_permutation.txt", "abl_result.json", "abl_log.txt",
     ]
     /// Metadata keys of the resume state.
     static let settingsKey = "settings", checksumKey = "payload_md5"
