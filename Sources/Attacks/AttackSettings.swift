@@ -1,3 +1,4 @@
+import Backend
 import Datasets
 import Formats
 import Foundation
@@ -8,6 +9,7 @@ public enum PoisonType: String, CaseIterable {
     case benign, badnets, blend
     case cleanLabel = "clean-label"
     case sig, wanet, bpp, ftrojan
+    case inputaware
 
     /// The pattern-and-mask trigger of the attacks that have one.
     public var triggerKind: Trigger.Kind? {
@@ -15,19 +17,23 @@ public enum PoisonType: String, CaseIterable {
         case .badnets: return .checkerboard1Corner
         case .blend: return .gaussianNoise
         case .cleanLabel: return .checkerboard4Corner
-        case .benign, .sig, .wanet, .bpp, .ftrojan: return nil
+        case .benign, .sig, .wanet, .bpp, .ftrojan, .inputaware: return nil
         }
     }
 
     /// WaNet and BPP poison each training batch afresh instead of a fixed set of images.
-    public var poisonsPerBatch: Bool { self == .wanet || self == .bpp }
+    public var poisonsPerBatch: Bool { self == .wanet || self == .bpp || self == .inputaware }
+
+    /// Input-aware's trigger is a pair of networks trained with the classifier: there is none
+    /// before training (`InputAwareTraining`; the trigger information is written after it).
+    public var trainsTrigger: Bool { self == .inputaware }
 
     /// Which images a fixed-set attack poisons, and so what `--poison-rate` means for it.
     public var selection: Poisoning.Selection {
         switch self {
         case .benign, .badnets, .blend: return .nonTarget
         case .cleanLabel, .sig: return .targetClass
-        case .wanet, .bpp, .ftrojan: return .wholeSet
+        case .wanet, .bpp, .ftrojan, .inputaware: return .wholeSet
         }
     }
 
@@ -67,7 +73,7 @@ public struct DataTriggerSettings: Equatable {
         case .ftrojan:
             return .ftrojan(try FTrojanTrigger(channels: ftrojanChannels, window: ftrojanWindow, magnitude: ftrojanMagnitude,
                                                positions: ftrojanPositions))
-        case .benign, .badnets, .blend, .cleanLabel: return nil
+        case .benign, .badnets, .blend, .cleanLabel, .inputaware: return nil
         }
     }
 
@@ -99,10 +105,12 @@ public struct AttackSettings: Equatable {
     public var seed: UInt64
     /// SIG, WaNet, BPP and FTrojan.
     public var data = DataTriggerSettings()
+    /// Input-aware.
+    public var inputAware = InputAwareSettings()
 
     public init(poisonType: PoisonType, target: Int = 0, rate: Double = 0.1, alpha: Double? = nil,
                 patternPath: String? = nil, cleanLabelDirectory: String? = nil, seed: UInt64 = 0,
-                data: DataTriggerSettings = DataTriggerSettings()) {
+                data: DataTriggerSettings = DataTriggerSettings(), inputAware: InputAwareSettings = InputAwareSettings()) {
         self.poisonType = poisonType
         self.target = target
         self.rate = rate
@@ -111,6 +119,7 @@ public struct AttackSettings: Equatable {
         self.cleanLabelDirectory = cleanLabelDirectory
         self.seed = seed
         self.data = data
+        self.inputAware = inputAware
     }
 
     /// The opacity used: `alpha`, or the trigger's default.
@@ -131,6 +140,7 @@ public struct AttackSettings: Equatable {
                                            allowed: "badnets, blend or clean-label (the attacks with a pattern and mask)")
         }
         _ = try data.trigger(for: poisonType, seed: seed)
+        if poisonType == .inputaware { try inputAware.validate() }
         if case .wanet = poisonType, !(data.crossRatio >= 0 && data.crossRatio.isFinite) {
             throw AttackError.invalidValue(name: "cross ratio", value: "\(data.crossRatio)", allowed: "a number >= 0")
         }
@@ -176,7 +186,7 @@ public struct AttackSettings: Equatable {
     public func trainingSet(attackerSet: ImageSet, triggerInfo: TriggerInfo?) throws -> PoisonedTrainingSet {
         try validate()
         switch poisonType {
-        case .benign, .wanet, .bpp:
+        case .benign, .wanet, .bpp, .inputaware:
             return PoisonedTrainingSet(clean: attackerSet)
         case .badnets, .blend, .sig, .ftrojan:
             guard let triggerInfo else { preconditionFailure("\(poisonType.rawValue) needs its trigger information") }
@@ -234,5 +244,24 @@ extension Trigger {
             throw FileError(patternFile, "trigger pattern is \(image.width)x\(image.height); expected a 32x32 image")
         }
         return (try .gaussianNoise(pattern: image.pixels, channels: image.channels, alpha: alpha), patternFile)
+    }
+}
+
+extension AttackSettings {
+    /// Input-aware's generators and their place in the training loop (nil for other attacks).
+    public func inputAwareTraining(trainSet: ImageSet, batchSize: Int, augment: Bool, on backend: Backend) throws -> InputAwareTraining? {
+        guard poisonType == .inputaware else { return nil }
+        try validate()
+        let attack = try InputAwareAttack(settings: inputAware, target: target, rate: rate, seed: seed, on: backend)
+        return InputAwareTraining(attack, trainSet: trainSet, batchSize: batchSize, augment: augment, seed: seed)
+    }
+
+    /// The trigger information of trained Input-aware generators, with the training settings as notes.
+    public func triggerInfo(trained attack: InputAwareAttack) throws -> TriggerInfo {
+        let s = attack.settings
+        let notes = ["poison_rate": "\(rate)", "poison_rate_meaning": poisonType.rateMeaning, "cross_ratio": "\(s.crossRatio)",
+                     "lambda_div": "\(s.lambdaDiv)", "lambda_norm": "\(s.lambdaNorm)", "mask_density": "\(s.maskDensity)",
+                     "lr_G": "\(s.lrG)", "lr_M": "\(s.lrM)", "clean_train_epochs": "\(s.maskEpochs)"]
+        return try TriggerInfo(poisonType: poisonType.rawValue, trigger: .inputAware(attack), target: target, notes: notes)
     }
 }

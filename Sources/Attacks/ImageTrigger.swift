@@ -23,6 +23,8 @@ public enum AttackTrigger: ImageTrigger, Equatable {
     case wanet(WaNetWarp)
     case bpp(BPPSqueeze)
     case ftrojan(FTrojanTrigger)
+    /// Input-aware's trained pattern and mask generators.
+    case inputAware(InputAwareAttack)
 
     var base: ImageTrigger {
         switch self {
@@ -31,6 +33,7 @@ public enum AttackTrigger: ImageTrigger, Equatable {
         case let .wanet(t): return t
         case let .bpp(t): return t
         case let .ftrojan(t): return t
+        case let .inputAware(t): return t
         }
     }
 
@@ -52,6 +55,7 @@ public enum AttackTrigger: ImageTrigger, Equatable {
         case .wanet: return "wanet"
         case .bpp: return "bpp"
         case .ftrojan: return "ftrojan"
+        case .inputAware: return "inputaware"
         }
     }
 }

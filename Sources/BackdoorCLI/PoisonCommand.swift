@@ -30,6 +30,11 @@ struct PoisonCommand: ParsableCommand {
             throw ValidationError("poison needs --poison-type badnets, blend, clean-label, sig, wanet, bpp or ftrojan (benign, the default, poisons nothing)")
         }
         guard valFrac >= 0, valFrac < 1 else { throw ValidationError("--val-frac must be in [0, 1), got \(valFrac)") }
+        if attack.poisonType.trainsTrigger {
+            throw ValidationError("poison --poison-type inputaware: its trigger is a pair of generators trained with the classifier, "
+                + "so there is nothing to export before training; use `backdoor train --poison-type inputaware` (it writes the "
+                + "generators to trigger_info.safetensors) and `backdoor eval --trigger-info` for the ASR")
+        }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
         try attack.settings(seed: seed).validateNamingFlags()
     }
@@ -59,7 +64,8 @@ extension AttackOptions {
     func settings(seed: UInt64) -> AttackSettings {
         AttackSettings(poisonType: Attacks.PoisonType(rawValue: poisonType.rawValue)!, target: poisonTarget,
                        rate: poisonRate, alpha: triggerAlpha, patternPath: triggerPattern,
-                       cleanLabelDirectory: clbDir, seed: seed, data: dataTriggers)
+                       cleanLabelDirectory: clbDir, seed: seed, data: dataTriggers,
+                       inputAware: (try? inputAware.settings(crossRatio: crossRatio)) ?? InputAwareSettings())
     }
 }
 

@@ -221,28 +221,6 @@ public enum NeuralCleanse {
                          maskGradient: maskGradient, patternGradient: patternGradient)
     }
 
-    /// torch.optim.Adam (no weight decay, eps 1e-8) on one host array.
-    struct Adam {
-        var learningRate: Float, beta1: Float, beta2: Float, epsilon: Float = 1e-8
-        var m: [Float], v: [Float], t = 0
-
-        init(count: Int, learningRate: Float, beta1: Float = 0.5, beta2: Float = 0.9) {
-            (self.learningRate, self.beta1, self.beta2) = (learningRate, beta1, beta2)
-            m = [Float](repeating: 0, count: count)
-            v = m
-        }
-
-        mutating func step(_ x: inout [Float], gradient g: [Float]) {
-            t += 1
-            let c1 = 1 - pow(beta1, Float(t)), c2 = 1 - pow(beta2, Float(t))
-            for i in x.indices {
-                m[i] = beta1 * m[i] + (1 - beta1) * g[i]
-                v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i]
-                x[i] -= learningRate * (m[i] / c1) / ((v[i] / c2).squareRoot() + epsilon)
-            }
-        }
-    }
-
     /// Reverse-engineers the trigger of `target` on `images` (augmented batches, as the
     /// reference's training transform), with the reference's cost schedule: the cost goes up
     /// x multiplier after `patience` epochs at or above the attack-success threshold, down
