@@ -271,14 +271,18 @@ public final class InputAwareAttack {
         return (sums.loss / count, sums.norm / count, sums.diversity / count)
     }
 
-    /// Each listed image with its own generated trigger (both networks in evaluation mode),
-    /// composed on the normalised image and stored back as the nearest byte.
-    public func poison(_ set: inout ImageSet, at indices: [Int], batchSize: Int = 128) throws {
+    /// Each listed image with its own generated trigger (both networks in evaluation mode), or
+    /// with the trigger generated from `partners` (images of `source`, one per index: the cross
+    /// mode), composed on the normalised image and stored back as the nearest byte.
+    public func poison(_ set: inout ImageSet, at indices: [Int], partners: (source: ImageSet, indices: [Int])? = nil,
+                       batchSize: Int = 128) throws {
         let size = Self.imageSize
         for start in stride(from: 0, to: indices.count, by: batchSize) {
-            let chunk = Array(indices[start..<min(start + batchSize, indices.count)])
+            let range = start..<min(start + batchSize, indices.count)
+            let chunk = Array(indices[range])
             let clean = Augmentation.testBatch(set, indices: chunk, normalization: normalization)
-            let (patterns, masks) = try generate(clean.images, count: chunk.count, mode: .evaluation)
+            let generating = partners.map { Augmentation.testBatch($0.source, indices: Array($0.indices[range]), normalization: normalization) } ?? clean
+            let (patterns, masks) = try generate(generating.images, count: chunk.count, mode: .evaluation)
             let composed = Self.compose(clean.images, patterns: patterns, masks: masks)
             for (row, index) in chunk.enumerated() {
                 var planes = [Double](repeating: 0, count: size)
@@ -327,6 +331,28 @@ public final class InputAwareTraining: JointTrainingAttack {
         try attack.learn(inputGradient: inputGradient, epoch: epoch)
     }
 
+    /// One epoch's draw as a fixed set with the trained generators (evaluation mode), for
+    /// `poison --export`: batch by batch as epoch `epoch` trains, before augmentation, rounded to
+    /// bytes; flags mark the backdoor images only (not the cross ones).
+    public func epochDraw(epoch: Int = 0) throws -> PoisonedTrainingSet {
+        let images = first.images
+        let loader = BatchLoader(images: images, batchSize: first.batchSize, shuffle: true, augment: false, seed: seed)
+        let order = loader.order(epoch: epoch), partnerOrder = second.order(epoch: epoch)
+        var out = images
+        var flags = [Bool](repeating: false, count: images.count)
+        for number in 0..<loader.batchesPerEpoch {
+            let indices = loader.indices(batch: number, order: order)
+            let partners = second.indices(batch: number % second.batchesPerEpoch, order: partnerOrder)
+            var generator = BatchLoader.poisoningStream(seed: seed, epoch: epoch, batch: number)
+            let (triggered, cross) = attack.counts(batchSize: indices.count, generator: &generator)
+            try attack.poison(&out, at: Array(indices[0..<triggered]))
+            try attack.poison(&out, at: Array(indices[triggered..<triggered + cross]),
+                              partners: (images, Array(partners[triggered..<triggered + cross])))
+            for index in indices[0..<triggered] { (out.labels[index], flags[index]) = (attack.target, true) }
+        }
+        return PoisonedTrainingSet(images: out, isPoisoned: flags)
+    }
+
     public func poisonTest(from cleanTest: ImageSet) throws -> ImageSet {
         var set = cleanTest.subset(cleanTest.labels.indices.filter { cleanTest.labels[$0] != attack.target })
         try attack.poison(&set, at: Array(set.labels.indices))
@@ -355,11 +381,11 @@ extension InputAwareAttack: ImageTrigger, Equatable {
     }
 
     /// The trained generators of a trigger information file (for evaluation: no training state).
-    public convenience init(stateDicts tensors: [String: HostTensor], generatorWidth: Int, target: Int, on backend: Backend,
-                            source: String) throws {
+    public convenience init(stateDicts tensors: [String: HostTensor], generatorWidth: Int, target: Int, rate: Double = 0,
+                            on backend: Backend, source: String) throws {
         var settings = InputAwareSettings()
         settings.generatorWidth = generatorWidth
-        try self.init(settings: settings, target: target, rate: 0, seed: 0, on: backend)
+        try self.init(settings: settings, target: target, rate: rate, seed: 0, on: backend)
         for (prefix, net) in [("netG.", patternNet), ("netM.", maskNet)] {
             let own = Dictionary(uniqueKeysWithValues: tensors.filter { $0.key.hasPrefix(prefix) }
                 .map { (String($0.key.dropFirst(prefix.count)), $0.value) })

@@ -119,7 +119,7 @@ extension Experiment {
                                outputs: [DefenseResult.fileName, "model.safetensors"]) { folder, _ in
             let (model, _) = try Checkpoint.load(trained.modelPath, on: inference)
             let clean = dataset.train.subset(DataSplit(permutation: permutation, valFrac: fraction).defender)
-            let info = try TriggerInfo.read(path: trained.stage.file(TriggerInfo.fileName))
+            let info = try TriggerInfo.read(path: trained.stage.file(TriggerInfo.fileName), backend: inference)
             _ = try DefenseRun.run(defense, checkpoint: trained.modelPath, model: model, clean: clean, cleanSource: splitSource,
                                    test: evaluationTest, triggerInfo: info, directory: folder.path, quiet: true)
         }

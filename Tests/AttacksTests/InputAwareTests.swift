@@ -38,6 +38,23 @@ final class InputAwareTests: XCTestCase {
         XCTAssertEqual(Set(try attack.stateDicts().keys), Set(fixture.tensors.keys.filter { $0.hasPrefix("netG.") || $0.hasPrefix("netM.") }))
     }
 
+    func testGeneratorGradientsMatchPyTorch() throws {
+        let fixture = try SafeTensors.read(path: SharedData.packageRoot() + "/Fixtures/inputaware/generators_w4.safetensors")
+        let attack = try InputAwareAttack(stateDicts: fixture.tensors, generatorWidth: 4, target: 0, on: testBackend, source: "fixture")
+        let input = try XCTUnwrap(fixture.tensors["input"]).floats()
+        for (net, name) in [(attack.patternNet, "netG"), (attack.maskNet, "netM")] {
+            _ = try net.forward(images: input, count: 3, mode: .training)
+            try net.backward(logitsGradient: try XCTUnwrap(fixture.tensors["\(name)_gy"]).floats(), weightGradients: true,
+                             wantInputGradient: false)
+            let parameters = Dictionary(uniqueKeysWithValues: net.parameters.map { ($0.name, $0) })
+            for key in ["convblock_down_0.conv2d.weight", "convblock_middle.conv2d.weight", "convblock_up_5.conv2d.weight"] {
+                let expected = try XCTUnwrap(fixture.tensors["\(name)_grad.\(key)"]).floats()
+                let scale = expected.map(abs).max() ?? 1
+                assertClose(try XCTUnwrap(parameters[key]).plainGradient(), expected, tolerance: 1e-3 * scale, "\(name) d\(key)")
+            }
+        }
+    }
+
     func testDiversityLossMatchesItsFormula() throws {
         // Two pairs of 4-value images and 2-value outputs.
         let images1: [Float] = [1, 2, 3, 4, 0, 0, 0, 0], images2: [Float] = [1, 0, 3, 0, 1, 1, 1, 1]
@@ -64,14 +81,22 @@ final class InputAwareTests: XCTestCase {
         XCTAssertEqual(same.gradient1, [Float](repeating: 0, count: 4))
     }
 
-    func tinyAttack(rate: Double = 0.25) throws -> InputAwareAttack {
+    func tinyAttack(rate: Double = 0.25, lambdaDiv: Double = 1) throws -> InputAwareAttack {
         var settings = InputAwareSettings()
-        settings.generatorWidth = 2
+        (settings.generatorWidth, settings.lambdaDiv) = (2, lambdaDiv)
         return try InputAwareAttack(settings: settings, target: 3, rate: rate, seed: 9, on: testBackend)
     }
 
     func testTrainingBatchComposesAndItsGradientMatchesFiniteDifferences() throws {
-        let attack = try tinyAttack()
+        // Without the diversity term (the composition's path alone), then with it: near
+        // identical patterns make it steep (1 / distance), so its differences take a smaller step.
+        for (lambdaDiv, step) in [(0.0, Float(1e-2)), (1, 1e-3)] {
+            try checkTrainingBatch(lambdaDiv: lambdaDiv, step: step)
+        }
+    }
+
+    func checkTrainingBatch(lambdaDiv: Double, step h: Float) throws {
+        let attack = try tinyAttack(lambdaDiv: lambdaDiv)
         let size = 3 * 32 * 32
         let batch = Batch(images: randoms(8 * size), labels: (0..<8).map { Int32($0) })
         let partners = Batch(images: randoms(8 * size), labels: (0..<8).map { Int32($0) })
@@ -96,12 +121,15 @@ final class InputAwareTests: XCTestCase {
         }
         _ = try loss()
         XCTAssertTrue(try attack.backpropagate(inputGradient: g))
-        for parameter in [attack.patternNet.parameters[0], attack.patternNet.parameters.last!] {
+        // The last block's weights (the whole chain into them is the composition and the
+        // diversity term; deeper layers' backward is checked against PyTorch above, and their
+        // differences at this width cross too many ReLU and max-pool kinks).
+        let last = Array(attack.patternNet.parameters.suffix(4))
+        for parameter in [last[0], last[2], last[3]] {
             let analytic = try parameter.plainGradient()
             let values = try parameter.plainValues()
             let scale = max(analytic.map(abs).max() ?? 0, 1e-4)
             for i in stride(from: 0, to: values.count, by: max(values.count / 5, 1)) {
-                let h: Float = 1e-2
                 var v = values
                 v[i] += h
                 try parameter.setPlainValues(v)
@@ -110,7 +138,8 @@ final class InputAwareTests: XCTestCase {
                 try parameter.setPlainValues(v)
                 let minus = try loss()
                 try parameter.setPlainValues(values)
-                XCTAssertEqual(analytic[i], Float((plus - minus) / Double(2 * h)), accuracy: 5e-2 * scale, "\(parameter.name)[\(i)]")
+                XCTAssertEqual(analytic[i], Float((plus - minus) / Double(2 * h)), accuracy: 5e-2 * scale,
+                               "lambda_div \(lambdaDiv): \(parameter.name)[\(i)]")
             }
         }
     }
@@ -138,6 +167,36 @@ final class InputAwareTests: XCTestCase {
         loaded.apply(to: &b, at: [0, 1, 2, 3])
         XCTAssertEqual(a.pixels, b.pixels)
         XCTAssertNotEqual(a.pixels, images.pixels)
+    }
+
+    func testEpochDrawMarksBackdoorImagesAndChangesCrossOnes() throws {
+        let attack = try tinyAttack(rate: 0.25)
+        let pixels = (0..<20 * 3072).map { _ in UInt8(generator.next() % 256) }
+        let images = ImageSet(pixels: pixels, labels: (0..<20).map { $0 % 10 })
+        let training = InputAwareTraining(attack, trainSet: images, batchSize: 8, augment: false, seed: 4)
+        let draw = try training.epochDraw()
+        // Batches of 8, 8, 4: int(0.25 x size) backdoor images each (2, 2, 1), as many cross images.
+        XCTAssertEqual(draw.poisonedIndices.count, 5)
+        let loader = BatchLoader(images: images, batchSize: 8, shuffle: true, augment: false, seed: 4)
+        let order = loader.order(epoch: 0)
+        var changed = 0
+        for number in 0..<3 {
+            let indices = loader.indices(batch: number, order: order)
+            let triggered = indices.count / 4
+            for (row, index) in indices.enumerated() {
+                let same = draw.images.image(index) == images.image(index)
+                if row < triggered {
+                    XCTAssertTrue(draw.isPoisoned[index])
+                    XCTAssertEqual(draw.images.labels[index], 3)
+                } else {
+                    XCTAssertFalse(draw.isPoisoned[index])
+                    XCTAssertEqual(draw.images.labels[index], images.labels[index], "cross and clean images keep their labels")
+                    if row >= 2 * triggered { XCTAssertTrue(same, "clean image \(index) untouched") }
+                }
+                if !same { changed += 1 }
+            }
+        }
+        XCTAssertEqual(changed, 10, "the backdoor and the cross images carry a generated trigger")
     }
 
     /// A width-8 ResNet-18 trained with the generators (width 8, one mask epoch) on the first
