@@ -26,12 +26,12 @@ public struct InputAwareSettings: Equatable {
         func check(_ ok: Bool, _ name: String, _ value: Any, _ allowed: String) throws {
             if !ok { throw AttackError.invalidValue(name: name, value: "\(value)", allowed: allowed) }
         }
-        try check(lrG > 0 && lrG.isFinite, "--lr-g", lrG, "a number > 0")
-        try check(lrM > 0 && lrM.isFinite, "--lr-m", lrM, "a number > 0")
+        try check(lrG > 0 && lrG.isFinite, "--lr-G", lrG, "a number > 0")
+        try check(lrM > 0 && lrM.isFinite, "--lr-M", lrM, "a number > 0")
         try check(lambdaDiv >= 0 && lambdaDiv.isFinite, "--lambda-div", lambdaDiv, "a number >= 0")
         try check(lambdaNorm >= 0 && lambdaNorm.isFinite, "--lambda-norm", lambdaNorm, "a number >= 0")
         try check((0...1).contains(maskDensity), "--mask-density", maskDensity, "a number in [0, 1]")
-        try check(maskEpochs >= 0, "--mask-epochs", maskEpochs, "a whole number >= 0")
+        try check(maskEpochs >= 0, "--clean-train-epochs", maskEpochs, "a whole number >= 0")
         try check(crossRatio >= 0 && crossRatio.isFinite, "--cross-ratio", crossRatio, "a number >= 0")
         try check((1...256).contains(generatorWidth), "--generator-width", generatorWidth, "a whole number in 1...256")
     }
