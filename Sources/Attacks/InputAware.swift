@@ -127,7 +127,7 @@ public final class InputAwareAttack {
     /// What `learn` needs from the batch `trainingBatch` made.
     private struct Pending {
         var triggered: Int, cross: Int
-        var patterns: [Float], masks: [Float], sources: [Float]
+        var masks: [Float]
         var diversityGradient: [Float]
     }
 
@@ -198,6 +198,7 @@ public final class InputAwareAttack {
         // Diversity between the triggered images' patterns and the cross partners' (pairwise).
         let pairs = min(triggered, cross)
         var diversity = [Float](repeating: 0, count: patterns.count)
+        lastDiversityLoss = 0
         if pairs > 0 {
             let p1 = Array(patterns[0..<pairs * size]), p2 = Array(patterns[triggered * size..<(triggered + pairs) * size])
             let div = DiversityLoss.evaluate(images1: Array(batch.images[0..<pairs * size]),
@@ -207,8 +208,7 @@ public final class InputAwareAttack {
             diversity.replaceSubrange(triggered * size..<(triggered + pairs) * size, with: div.gradient1.map { -$0 })
             lastDiversityLoss = div.loss
         }
-        pending = Pending(triggered: triggered, cross: cross, patterns: patterns, masks: masks, sources: targets,
-                          diversityGradient: diversity)
+        pending = Pending(triggered: triggered, cross: cross, masks: masks, diversityGradient: diversity)
         return out
     }
 
