@@ -2,13 +2,14 @@ import Backend
 import Datasets
 import Formats
 import Foundation
+import NN
 import Support
 
 /// The attacks `backdoor train` and `backdoor poison` know, with the reference's names.
 public enum PoisonType: String, CaseIterable {
     case benign, badnets, blend
     case cleanLabel = "clean-label"
-    case sig, wanet, bpp, ftrojan
+    case sig, wanet, bpp, ftrojan, trojannn
     case inputaware
 
     /// The pattern-and-mask trigger of the attacks that have one.
@@ -17,7 +18,7 @@ public enum PoisonType: String, CaseIterable {
         case .badnets: return .checkerboard1Corner
         case .blend: return .gaussianNoise
         case .cleanLabel: return .checkerboard4Corner
-        case .benign, .sig, .wanet, .bpp, .ftrojan, .inputaware: return nil
+        case .benign, .sig, .wanet, .bpp, .ftrojan, .trojannn, .inputaware: return nil
         }
     }
 
@@ -33,7 +34,7 @@ public enum PoisonType: String, CaseIterable {
         switch self {
         case .benign, .badnets, .blend: return .nonTarget
         case .cleanLabel, .sig: return .targetClass
-        case .wanet, .bpp, .ftrojan, .inputaware: return .wholeSet
+        case .wanet, .bpp, .ftrojan, .trojannn, .inputaware: return .wholeSet
         }
     }
 
@@ -73,7 +74,7 @@ public struct DataTriggerSettings: Equatable {
         case .ftrojan:
             return .ftrojan(try FTrojanTrigger(channels: ftrojanChannels, window: ftrojanWindow, magnitude: ftrojanMagnitude,
                                                positions: ftrojanPositions))
-        case .benign, .badnets, .blend, .cleanLabel, .inputaware: return nil
+        case .benign, .badnets, .blend, .cleanLabel, .trojannn, .inputaware: return nil
         }
     }
 
@@ -105,12 +106,15 @@ public struct AttackSettings: Equatable {
     public var seed: UInt64
     /// SIG, WaNet, BPP and FTrojan.
     public var data = DataTriggerSettings()
+    /// TrojanNN's pattern optimisation.
+    public var trojannn = TrojanNNSettings()
     /// Input-aware.
     public var inputAware = InputAwareSettings()
 
     public init(poisonType: PoisonType, target: Int = 0, rate: Double = 0.1, alpha: Double? = nil,
                 patternPath: String? = nil, cleanLabelDirectory: String? = nil, seed: UInt64 = 0,
-                data: DataTriggerSettings = DataTriggerSettings(), inputAware: InputAwareSettings = InputAwareSettings()) {
+                data: DataTriggerSettings = DataTriggerSettings(), trojannn: TrojanNNSettings = TrojanNNSettings(),
+                inputAware: InputAwareSettings = InputAwareSettings()) {
         self.poisonType = poisonType
         self.target = target
         self.rate = rate
@@ -119,6 +123,7 @@ public struct AttackSettings: Equatable {
         self.cleanLabelDirectory = cleanLabelDirectory
         self.seed = seed
         self.data = data
+        self.trojannn = trojannn
         self.inputAware = inputAware
     }
 
@@ -140,6 +145,7 @@ public struct AttackSettings: Equatable {
                                            allowed: "badnets, blend or clean-label (the attacks with a pattern and mask)")
         }
         _ = try data.trigger(for: poisonType, seed: seed)
+        if poisonType == .trojannn { try trojannn.validate() }
         if poisonType == .inputaware { try inputAware.validate() }
         if case .wanet = poisonType, !(data.crossRatio >= 0 && data.crossRatio.isFinite) {
             throw AttackError.invalidValue(name: "cross ratio", value: "\(data.crossRatio)", allowed: "a number >= 0")
@@ -154,11 +160,23 @@ public struct AttackSettings: Equatable {
     }
 
     /// The trigger information of this attack (nil for benign), and a note for the user when
-    /// the Blend pattern is the seeded noise rather than the papers'.
-    public func triggerInfo() throws -> (info: TriggerInfo?, note: String?) {
+    /// the Blend pattern is the seeded noise rather than the papers'. TrojanNN optimises its
+    /// pattern against `cleanModel` (required for it), reporting through `log`.
+    public func triggerInfo(cleanModel: Model? = nil, log: ((String) -> Void)? = nil) throws -> (info: TriggerInfo?, note: String?) {
         try validate()
         var notes = data.notes(for: poisonType)
         (notes["poison_rate"], notes["poison_rate_meaning"]) = ("\(rate)", poisonType.rateMeaning)
+        if poisonType == .trojannn {
+            guard let cleanModel else {
+                throw AttackError.invalidValue(name: "TrojanNN model", value: "missing",
+                                               allowed: "a clean model to optimise the trigger against")
+            }
+            let made = try TrojanNN.makeTrigger(against: cleanModel, settings: trojannn, log: log)
+            notes.merge(trojannn.notes) { $1 }
+            notes["trojannn_neuron_indices"] = made.result.neurons.map(String.init).joined(separator: ",")
+            notes["trojannn_model"] = trojannn.modelPath ?? cleanModel.description
+            return (try TriggerInfo(poisonType: poisonType.rawValue, trigger: .trojannn(made.trigger), target: target, notes: notes), nil)
+        }
         if let trigger = try data.trigger(for: poisonType, seed: seed) {
             return (try TriggerInfo(poisonType: poisonType.rawValue, trigger: trigger, target: target, notes: notes), nil)
         }
@@ -181,14 +199,14 @@ public struct AttackSettings: Equatable {
     }
 
     /// The training set of this attack from the attacker's split (in split order): poisoned by
-    /// BadNets, Blend, SIG and FTrojan, read from `--clb-dir` for clean-label, unchanged for
+    /// BadNets, Blend, SIG, FTrojan and TrojanNN, read from `--clb-dir` for clean-label, unchanged for
     /// benign and for the per-batch attacks (see `batchAttack`).
     public func trainingSet(attackerSet: ImageSet, triggerInfo: TriggerInfo?) throws -> PoisonedTrainingSet {
         try validate()
         switch poisonType {
         case .benign, .wanet, .bpp, .inputaware:
             return PoisonedTrainingSet(clean: attackerSet)
-        case .badnets, .blend, .sig, .ftrojan:
+        case .badnets, .blend, .sig, .ftrojan, .trojannn:
             guard let triggerInfo else { preconditionFailure("\(poisonType.rawValue) needs its trigger information") }
             return try Poisoning.trainingSet(attackerSet, trigger: triggerInfo.trigger, target: target, rate: rate,
                                              selection: poisonType.selection, seed: seed)

@@ -100,7 +100,7 @@ public struct CleanLabelPGD {
             var stepsDone = 0
             for _ in 0..<iterations {
                 // Only images still classified correctly are sent and moved.
-                let input = gatherNormalised(current, images: active)
+                let input = Self.normalised(current, images: active, normalization: normalization)
                 let result = try classifier.lossAndInputGradient(images: input, labels: active.map { labels[$0] })
                 let classes = classifier.numClasses
                 var stillCorrect = [Int]()
@@ -108,7 +108,8 @@ public struct CleanLabelPGD {
                     let logits = result.logits[row * classes..<(row + 1) * classes]
                     guard Self.argmax(logits) == Int(labels[image]) else { continue }
                     stillCorrect.append(image)
-                    step(&current, clean: clean, image: image, gradient: result.inputGradient, row: row)
+                    Self.signStep(&current, clean: clean, image: image, gradient: result.inputGradient, row: row,
+                                  stepSize: stepSize, epsilon: epsilon, normalization: normalization)
                 }
                 active = stillCorrect
                 stepsDone += 1
@@ -117,7 +118,7 @@ public struct CleanLabelPGD {
             }
             progress?.advance(by: iterations - stepsDone)
 
-            let finalLosses = try Self.losses(classifier.logits(images: gatherNormalised(current, images: Array(0..<count)), count: count),
+            let finalLosses = try Self.losses(classifier.logits(images: Self.normalised(current, images: Array(0..<count), normalization: normalization), count: count),
                                               labels: labels, classes: classifier.numClasses)
             outcome.attemptLosses.append(finalLosses)
             for image in 0..<count where finalLosses[image] > outcome.bestLoss[image] {
@@ -130,8 +131,9 @@ public struct CleanLabelPGD {
     }
 
     /// x <- clip(project_eps(x + step * sign(dL/dx)), 0, 1) for one image, where
-    /// dL/dx = dL/d(normalised) / std.
-    private func step(_ current: inout [Float], clean: [Float], image: Int, gradient: [Float], row: Int) {
+    /// dL/dx = dL/d(normalised) / std (TrojanNN's pattern steps the same way).
+    static func signStep(_ current: inout [Float], clean: [Float], image: Int, gradient: [Float], row: Int,
+                         stepSize: Float, epsilon: Float, normalization: Normalization) {
         let plane = Batch.height * Batch.width
         for channel in 0..<3 {
             let inverseStd = 1 / normalization.std[channel]
@@ -148,7 +150,7 @@ public struct CleanLabelPGD {
     }
 
     /// Normalised NCHW input of the listed images of `pixels` ([0, 1], NCHW).
-    private func gatherNormalised(_ pixels: [Float], images: [Int]) -> [Float] {
+    static func normalised(_ pixels: [Float], images: [Int], normalization: Normalization) -> [Float] {
         let plane = Batch.height * Batch.width
         var out = [Float](repeating: 0, count: images.count * 3 * plane)
         for (row, image) in images.enumerated() {

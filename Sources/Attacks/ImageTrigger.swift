@@ -1,8 +1,8 @@
 import Datasets
 
 /// What puts a backdoor trigger on clean images: a pattern and mask (BadNets, Blend,
-/// clean-label), a signal (SIG), a warp (WaNet), a colour squeeze (BPP) or a frequency bump
-/// (FTrojan). The poisoned test sets and the trigger information file go through it.
+/// clean-label), a signal (SIG), a warp (WaNet), a colour squeeze (BPP), a frequency bump
+/// (FTrojan) or an optimised additive patch (TrojanNN). The poisoned test sets and the trigger information file go through it.
 public protocol ImageTrigger {
     /// Poisons the images at `indices` of `set` in place (labels untouched).
     func apply(to set: inout ImageSet, at indices: [Int])
@@ -23,6 +23,7 @@ public enum AttackTrigger: ImageTrigger, Equatable {
     case wanet(WaNetWarp)
     case bpp(BPPSqueeze)
     case ftrojan(FTrojanTrigger)
+    case trojannn(TrojanNNTrigger)
     /// Input-aware's trained pattern and mask generators.
     case inputAware(InputAwareAttack)
 
@@ -33,6 +34,7 @@ public enum AttackTrigger: ImageTrigger, Equatable {
         case let .wanet(t): return t
         case let .bpp(t): return t
         case let .ftrojan(t): return t
+        case let .trojannn(t): return t
         case let .inputAware(t): return t
         }
     }
@@ -55,6 +57,7 @@ public enum AttackTrigger: ImageTrigger, Equatable {
         case .wanet: return "wanet"
         case .bpp: return "bpp"
         case .ftrojan: return "ftrojan"
+        case .trojannn: return "trojannn"
         case .inputAware: return "inputaware"
         }
     }

@@ -6,7 +6,7 @@ import Support
 
 /// What `backdoor train` saves beside a model so that `eval` and the defense can rebuild the
 /// poisoned test set: the attack, the trigger (pattern, mask and alpha, or the settings and grids
-/// of SIG, WaNet, BPP and FTrojan) and the target class.
+/// of SIG, WaNet, BPP and FTrojan, TrojanNN's mask and optimised pattern) and the target class.
 /// Stored as safetensors with a JSON summary twin; the format is documented in
 /// docs/trigger-info.md so a Python user can read it with `safetensors.numpy.load_file`.
 public struct TriggerInfo: Equatable {
@@ -73,6 +73,9 @@ public struct TriggerInfo: Equatable {
         case let .sig(t): return ["sig_signal": HostTensor(floats: t.columnSignal, shape: [Trigger.width])]
         case let .wanet(t):
             return ["identity_grid": HostTensor(floats: t.identityGrid, shape: grid), "noise_grid": HostTensor(floats: t.noiseGrid, shape: grid)]
+        case let .trojannn(t):
+            let shape = [Trigger.height, Trigger.width, 3]
+            return ["trojannn_pattern": HostTensor(uint8s: t.pattern, shape: shape), "trojannn_mask": HostTensor(uint8s: t.mask, shape: shape)]
         case .bpp, .ftrojan: return [:]
         case let .inputAware(t): return try t.stateDicts()
         }
@@ -92,6 +95,7 @@ public struct TriggerInfo: Equatable {
             metadata["ftrojan_window"] = "\(t.window)"
             metadata["ftrojan_magnitude"] = "\(t.magnitude)"
             metadata["ftrojan_positions"] = t.positions.flatMap { $0 }.map(String.init).joined(separator: ",")
+        case .trojannn: break
         case let .inputAware(t): metadata["generator_width"] = "\(t.settings.generatorWidth)"
         }
         if let patternSource { metadata["pattern_source"] = patternSource }
@@ -153,7 +157,7 @@ public struct TriggerInfo: Equatable {
         }
         guard let kind = Trigger.Kind(rawValue: typeName) else {
             throw fail("trigger_type \"\(typeName)\" is unknown; expected one of "
-                + (Trigger.Kind.allCases.map(\.rawValue) + ["sig", "wanet", "bpp", "ftrojan", "inputaware"]).joined(separator: ", "))
+                + (Trigger.Kind.allCases.map(\.rawValue) + ["sig", "wanet", "bpp", "ftrojan", "trojannn", "inputaware"]).joined(separator: ", "))
         }
         let alphaText = try field("trigger_alpha")
         guard let alpha = Double(alphaText) else { throw fail("trigger_alpha \"\(alphaText)\" is not a number") }
@@ -191,7 +195,8 @@ public struct TriggerInfo: Equatable {
         "ftrojan_channels", "ftrojan_window", "ftrojan_magnitude", "ftrojan_positions", "generator_width",
     ]
 
-    /// SIG, WaNet, BPP or FTrojan rebuilt from the file's settings (and WaNet's grids); nil for
+    /// SIG, WaNet, BPP, FTrojan or TrojanNN rebuilt from the file's settings (and WaNet's grids,
+    /// TrojanNN's pattern and mask); nil for
     /// the pattern-and-mask types.
     static func dataTrigger(_ type: String, file: SafeTensors, fail: (String) -> FileError) throws -> AttackTrigger? {
         func text(_ key: String) throws -> String {
@@ -215,6 +220,13 @@ public struct TriggerInfo: Equatable {
             }
             return try tensor.floats()
         }
+        func image(_ name: String) throws -> [UInt8] {
+            guard let tensor = file.tensors[name] else { throw fail("no tensor \"\(name)\" (TrojanNN keeps trojannn_pattern and trojannn_mask)") }
+            guard tensor.dtype == .u8, tensor.shape == [32, 32, 3] || tensor.shape == [1, 32, 32, 3] else {
+                throw fail("tensor \"\(name)\" is \(tensor.dtype.safetensorsName) \(tensor.shape); expected U8 [32, 32, 3]")
+            }
+            return try tensor.uint8s()
+        }
         do {
             switch type {
             case "sig": return .sig(try SIGTrigger(delta: try number("sig_delta"), frequency: try number("sig_f")))
@@ -231,6 +243,7 @@ public struct TriggerInfo: Equatable {
                 return .ftrojan(try FTrojanTrigger(channels: try integers("ftrojan_channels"), window: try number("ftrojan_window"),
                                                    magnitude: try number("ftrojan_magnitude"),
                                                    positions: stride(from: 0, to: positions.count, by: 2).map { [positions[$0], positions[$0 + 1]] }))
+            case "trojannn": return .trojannn(try TrojanNNTrigger(pattern: try image("trojannn_pattern"), mask: try image("trojannn_mask")))
             default: return nil
             }
         } catch let error as AttackError {

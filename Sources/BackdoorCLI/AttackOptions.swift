@@ -1,7 +1,9 @@
 import ArgumentParser
 import Attacks
+import Backend
 import Datasets
 import Experiments
+import NN
 
 import Foundation
 import Support
@@ -12,12 +14,12 @@ extension Attacks.PoisonType: ExpressibleByArgument {}
 struct AttackOptions: ParsableArguments {
     typealias PoisonType = Attacks.PoisonType
 
-    @Option(help: "Attack: benign, badnets, blend, clean-label, sig, wanet, bpp, ftrojan or inputaware.") var poisonType: PoisonType = .benign
+    @Option(help: "Attack: benign, badnets, blend, clean-label, sig, wanet, bpp, ftrojan, trojannn or inputaware.") var poisonType: PoisonType = .benign
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget = 0
     @Option(help: ArgumentHelp("Share of the training images to poison (its meaning depends on the attack).",
                                discussion: "badnets, blend: floor(rate x non-target images), relabelled. sig, clean-label: round(rate x all "
                                    + "images), at most the whole target class (0.1 is all of it), labels kept. ftrojan: round(rate x all images), "
-                                   + "relabelled. wanet, bpp, inputaware: int(rate x batch size) of every training batch, relabelled."))
+                                   + "relabelled. wanet, bpp, inputaware: int(rate x batch size) of every training batch, relabelled. trojannn: round(rate x all images), relabelled."))
     var poisonRate = 0.1
     @Option(help: "Trigger opacity (default 1.0 for BadNets and clean-label, 0.2 for Blend).") var triggerAlpha: Double?
     @Option(help: "32x32 PNG pattern for the Blend trigger (default: the papers' cifar_gaussian_noise.png, shipped; `seeded`: the tool's own seeded noise).") var triggerPattern: String?
@@ -36,6 +38,14 @@ struct AttackOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "FTrojan: DCT window side (a divisor of 32).") var ftrojanWindow = FTrojanTrigger.defaultWindow
     @Option(help: "FTrojan: YCrCb channels to bump, comma-separated (0 Y, 1 Cr, 2 Cb).") var ftrojanChannels = "1,2"
     @Option(help: "FTrojan: frequencies inside each window as row,column pairs, comma-separated.") var ftrojanPositions = "15,15,31,31"
+    @Option(help: "TrojanNN: the clean model's checkpoint the trigger is optimised against (required for trojannn; `backdoor run` trains one).") var trojannnModel: String?
+    @Option(help: "TrojanNN: 32x32 PNG whose non-zero pixels are the trigger region and its start (default: BackdoorBench's apple4.png at 32x32, shipped).") var trojannnMask: String?
+    @Option(help: "TrojanNN: the layer whose input neurons are excited, ranked by the sum of its absolute weights (BackdoorBench: selected_layer_name).") var trojannnLayer = "linear"
+    @Option(parsing: .unconditional, help: "TrojanNN: how many of the most connected neurons (num_neuron).") var trojannnNeurons = 2
+    @Option(help: "TrojanNN: the activation the chosen neurons are pulled to (neuron_target_values).") var trojannnTargetValue = 100.0
+    @Option(parsing: .unconditional, help: "TrojanNN: sign-gradient steps of the pattern (mask_update_iters).") var trojannnSteps = 1000
+    @Option(help: "TrojanNN: step of the pattern in [0, 1] pixel scale (the PGD alpha).") var trojannnStepSize = 0.1
+    @Option(help: "TrojanNN: how far the pattern may move from the mask image, [0, 1] pixel scale (the PGD eps).") var trojannnEps = 0.3
     @OptionGroup var inputAware: InputAwareOptions
 
     func validate() throws {
@@ -54,6 +64,34 @@ struct AttackOptions: ParsableArguments {
         }
         _ = try Self.integers(ftrojanChannels, flag: "--ftrojan-channels")
         _ = try inputAware.settings(crossRatio: crossRatio)
+        if poisonType == .trojannn && trojannnModel == nil {
+            throw ValidationError("--poison-type trojannn needs --trojannn-model PATH: the clean model to optimise the trigger against "
+                + "(a checkpoint, e.g. from `backdoor train --poison-type benign`)")
+        }
+    }
+
+    /// TrojanNN's settings (checked with the attack's).
+    var trojannn: TrojanNNSettings {
+        var t = TrojanNNSettings()
+        (t.modelPath, t.maskPath, t.layer, t.neurons) = (trojannnModel, trojannnMask, trojannnLayer, trojannnNeurons)
+        (t.targetValue, t.steps, t.stepSize, t.epsilon) = (trojannnTargetValue, trojannnSteps, trojannnStepSize, trojannnEps)
+        return t
+    }
+
+    /// The clean model TrojanNN optimises against (nil for the other attacks).
+    func cleanModel(on backend: Backend) throws -> Model? {
+        guard poisonType == .trojannn, let trojannnModel else { return nil }
+        return try ModelFiles.loadModel(trojannnModel, on: backend)
+    }
+
+    /// The attack's trigger information, loading TrojanNN's clean model and printing its progress.
+    func triggerInfo(seed: UInt64, backend: () throws -> Backend, quiet: Bool) throws -> (info: TriggerInfo?, note: String?) {
+        let model = poisonType == .trojannn ? try cleanModel(on: backend()) : nil
+        do {
+            return try settings(seed: seed).triggerInfo(cleanModel: model, log: quiet ? nil : { print($0) })
+        } catch let error as AttackError {
+            throw ValidationError(AttackFlags.describe(error))
+        }
     }
 
     static func integers(_ text: String, flag: String) throws -> [Int] {
@@ -88,6 +126,10 @@ struct AttackOptions: ParsableArguments {
         case .ftrojan:
             return ["--ftrojan-magnitude": "\(ftrojanMagnitude)", "--ftrojan-window": "\(ftrojanWindow)",
                     "--ftrojan-channels": ftrojanChannels, "--ftrojan-positions": ftrojanPositions]
+        case .trojannn:
+            return ["--trojannn-model": trojannnModel ?? "", "--trojannn-mask": trojannnMask ?? "apple4", "--trojannn-layer": trojannnLayer,
+                    "--trojannn-neurons": "\(trojannnNeurons)", "--trojannn-target-value": "\(trojannnTargetValue)",
+                    "--trojannn-steps": "\(trojannnSteps)", "--trojannn-step-size": "\(trojannnStepSize)", "--trojannn-eps": "\(trojannnEps)"]
         case .inputaware:
             return inputAware.resultSettings.merging(["--cross-ratio": "\((try? inputAware.settings(crossRatio: crossRatio))?.crossRatio ?? 1)"]) { $1 }
         default: return [:]
@@ -97,11 +139,12 @@ struct AttackOptions: ParsableArguments {
 
 extension ExperimentData {
     static func prepare(data: DataOptions, attack: AttackOptions, valFrac: Double, trainLimit: Int?, testLimit: Int?,
-                        batchSize: Int, seed: UInt64, outputDirectory: String, quiet: Bool) throws -> ExperimentData {
+                        batchSize: Int, seed: UInt64, outputDirectory: String, quiet: Bool,
+                        backend: () throws -> Backend) throws -> ExperimentData {
         let dataset = try data.load()
         let split = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: outputDirectory, seed: seed)
         let settings = attack.settings(seed: seed)
-        let (info, note) = try settings.triggerInfo()
+        let (info, note) = try attack.triggerInfo(seed: seed, backend: backend, quiet: quiet)
         if let note, !quiet { print("note: \(note)") }
         let prepared = try make(dataset: dataset, permutation: split.permutation, settings: settings, triggerInfo: info,
                                 valFrac: valFrac, trainLimit: trainLimit, testLimit: testLimit, batchSize: batchSize)

@@ -2,7 +2,6 @@ import ArgumentParser
 import Attacks
 import Datasets
 import Defenses
-import Formats
 import Foundation
 import Support
 
@@ -44,31 +43,35 @@ struct DetectCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Seed of STRIP's blend draws and of the k-means starts.", transform: parseSeed)
     var seed: UInt64 = 0
 
+    /// The detector settings the flags give, by config name, with the flag that gave each.
+    var namedSettings: [(flag: String, key: String, value: Double)] {
+        [("--blends", "blends", Double(blends)), ("--strip-alpha", "alpha", stripAlpha), ("--frr", "frr", frr),
+         ("--poison-rate", "poison_rate", poisonRate), ("--removal-factor", "removal_factor", removalFactor),
+         ("--ac-dims", "dims", Double(acDims)), ("--size-threshold", "size_threshold", sizeThreshold)]
+    }
+
+    func detector(_ kind: DetectionMethod) throws -> PoisonDetector {
+        let overrides = namedSettings.filter { kind.defaults[$0.key] != nil }
+        do {
+            return try kind.detector(overrides: Dictionary(uniqueKeysWithValues: overrides.map { ($0.key, $0.value) }), seed: seed)
+        } catch let error as DefenseSettingError {
+            // A range error names the flag that gave the setting.
+            if let key = error.key, let value = error.value, let flag = overrides.first(where: { $0.key == key })?.flag {
+                throw ValidationError("\(flag) \(String(format: "%g", value)) \(error.message)")
+            }
+            throw ValidationError(error.description)
+        }
+    }
+
     func validate() throws {
-        guard DetectionMethod(rawValue: method) != nil else {
+        guard let kind = DetectionMethod(rawValue: method) else {
             throw ValidationError("--method \(method): unknown detector; expected one of "
                 + DetectionMethod.allCases.map(\.rawValue).joined(separator: ", "))
         }
         if let limit, limit < 1 { throw ValidationError("--limit \(limit) is out of range: expected at least 1") }
         try FlagLimits.fraction(cleanFrac, flag: "--clean-frac")
         guard cleanFrac > 0 else { throw ValidationError("--clean-frac 0 leaves STRIP no clean images") }
-        guard blends >= 1 else { throw ValidationError("--blends \(blends) is out of range: expected at least 1") }
-        guard stripAlpha.isFinite else { throw ValidationError("--strip-alpha \(stripAlpha): expected a finite number") }
-        guard frr.isFinite, (0..<1).contains(frr) else { throw ValidationError("--frr \(frr) is out of range: expected a number in [0, 1)") }
-        try FlagLimits.fraction(poisonRate, flag: "--poison-rate")
-        guard removalFactor.isFinite, removalFactor >= 0 else {
-            throw ValidationError("--removal-factor \(removalFactor) is out of range: expected a number of at least 0")
-        }
-        guard acDims >= 1 else { throw ValidationError("--ac-dims \(acDims) is out of range: expected at least 1") }
-        try FlagLimits.fraction(sizeThreshold, flag: "--size-threshold")
-    }
-
-    func detector(_ kind: DetectionMethod) -> PoisonDetector {
-        switch kind {
-        case .strip: return STRIPDetector(blends: blends, alpha: stripAlpha, frr: frr, seed: seed)
-        case .spectral: return SpectralDetector(poisonRate: poisonRate, removalFactor: removalFactor)
-        case .ac: return ActivationClusteringDetector(dims: acDims, sizeThreshold: sizeThreshold, seed: seed)
-        }
+        _ = try detector(kind)
     }
 
     func run() throws {
@@ -95,15 +98,9 @@ struct DetectCommand: ParsableCommand {
         }
         try log("\(kind.rawValue) on \(poisonedSet) (\(set.count) images, \(set.poisonedIndices.count) poisoned) with "
             + "\(checkpoint) (\(model.description))\(cleanSource), \(model.backend.summary)")
-        let chosen = detector(kind)
-        let start = Date()
-        let detection = try chosen.detect(model, inspected: set.images, clean: clean, log: log)
-        let result = DetectionResult(method: chosen.name, settings: chosen.settings, checkpoint: checkpoint, poisonedSet: poisonedSet,
-                                     truth: set.isPoisoned, cleanImages: clean.count, seconds: Date().timeIntervalSince(start),
-                                     detection: detection)
-        try NPY.write(HostTensor(doubles: detection.scores, shape: [detection.scores.count]),
-                      path: (outputDir as NSString).appendingPathComponent(DetectionResult.scoresFileName))
-        try result.write(to: outputDir)
+        let result = try DetectionResult.run(try detector(kind), model: model, inspected: set.images, truth: set.isPoisoned,
+                                             clean: clean, checkpoint: checkpoint,
+                                             poisonedSet: poisonedSet, directory: outputDir, log: log)
         for line in result.summary.split(separator: "\n") { try log(String(line)) }
         try log("wrote result.json, summary.txt and scores.npy to \(outputDir)")
     }

@@ -31,11 +31,12 @@ struct ExperimentOptions: ParsableArguments {
     var testLimit: Int?
     @Option(help: "Before/after numbers (summary.json, leaderboard) on the first N test images (default: all 10,000).")
     var evalLimit: Int?
-    @Option(help: "Share to poison: floor(rate x non-target images) for BadNets, Blend; round(rate x training images) capped by the target class for clean-label, SIG (0.1: all of it); round(rate x training images) for FTrojan; int(rate x batch size) per batch for WaNet, BPP, inputaware.")
+    @Option(help: "Share to poison: floor(rate x non-target images) for BadNets, Blend; round(rate x training images) capped by the target class for clean-label, SIG (0.1: all of it); round(rate x training images) for FTrojan, TrojanNN; int(rate x batch size) per batch for WaNet, BPP, inputaware.")
     var poisonRate: Double?
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget: Int?
     @Option(help: "32x32 PNG pattern for the Blend trigger (default: the papers' cifar_gaussian_noise.png, shipped; `seeded`: the tool's own seeded noise).") var triggerPattern: String?
     @Option(help: "PGD iterations per attempt of the clean-label attack.") var pgdIters: Int?
+    @Option(help: "TrojanNN: sign-gradient steps of its pattern against the run's clean model (attack.trojannn.steps).") var trojannnSteps: Int?
     @Option(help: "ANP perturbation budget.") var anpEps: Double?
     @Option(help: "ANP: weight of the natural loss (1 - alpha weighs the perturbed loss).") var anpAlpha: Double?
     @Option(help: "ANP mask-optimisation iterations.") var anpIters: Int?
@@ -56,6 +57,7 @@ struct ExperimentOptions: ParsableArguments {
             ("--augment", "training.augment", augment),
             ("--poison-rate", "attack.poison_rate", poisonRate), ("--poison-target", "attack.target", poisonTarget),
             ("--trigger-pattern", "attack.trigger_pattern", triggerPattern), ("--pgd-iters", "attack.pgd.iterations", pgdIters),
+            ("--trojannn-steps", "attack.trojannn.steps", trojannnSteps),
             ("--anp-eps", "defense.anp.eps", anpEps), ("--anp-alpha", "defense.anp.alpha", anpAlpha),
             ("--anp-iters", "defense.anp.iterations", anpIters), ("--anp-print-every", "defense.anp.print_every", anpPrintEvery),
             ("--anp-frac", "defense.anp.frac", anpFrac), ("--threshold", "defense.pruning.threshold", threshold),

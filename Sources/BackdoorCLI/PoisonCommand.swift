@@ -19,18 +19,20 @@ struct PoisonCommand: ParsableCommand {
 
     @OptionGroup var data: DataOptions
     @OptionGroup var attack: AttackOptions
+    @OptionGroup var compute: ComputeOptions
     @Option(help: "Fraction of the training set kept as the defender's clean split.") var valFrac = 0.1
     @Option(parsing: .unconditional, help: "Seed for the poisoned-image draw, the seeded Blend pattern and a missing split.", transform: parseSeed) var seed: UInt64 = 0
     @Option(help: "Folder to write the arrays, trigger information and examples to.") var export: String
     @Option(parsing: .unconditional, help: "WaNet, BPP, inputaware: the training batch size whose epoch draw is written.") var batchSize = 128
     @Option(help: "Input-aware: the trigger information of a `backdoor train --poison-type inputaware` run (its trained generators).")
     var triggerInfo: String?
-    @OptionGroup var compute: ComputeOptions
 
     func validate() throws {
         guard attack.poisonType != .benign else {
             // benign is the option's default (for train), so the likely cause is a missing flag.
-            throw ValidationError("poison needs --poison-type badnets, blend, clean-label, sig, wanet, bpp or ftrojan (benign, the default, poisons nothing)")
+            let attacks = Attacks.PoisonType.allCases.filter { $0 != .benign }.map(\.rawValue)
+            throw ValidationError("poison needs --poison-type \(attacks.dropLast().joined(separator: ", ")) or \(attacks.last!) "
+                + "(benign, the default, poisons nothing)")
         }
         guard valFrac >= 0, valFrac < 1 else { throw ValidationError("--val-frac must be in [0, 1), got \(valFrac)") }
         if attack.poisonType.trainsTrigger && triggerInfo == nil {
@@ -43,7 +45,7 @@ struct PoisonCommand: ParsableCommand {
 
     func run() throws {
         let settings = attack.settings(seed: seed)
-        let (trigger, note) = try settings.triggerInfo()
+        let (trigger, note) = try attack.triggerInfo(seed: seed, backend: { try compute.backend(for: .inference) }, quiet: false)
         if let note { print("note: \(note)") }
         let dataset = try data.load()
         let split = try Permutation.resolve(splitFile: data.splitFile, outputDirectory: export, seed: seed)
@@ -84,7 +86,7 @@ extension AttackOptions {
     func settings(seed: UInt64) -> AttackSettings {
         AttackSettings(poisonType: Attacks.PoisonType(rawValue: poisonType.rawValue)!, target: poisonTarget,
                        rate: poisonRate, alpha: triggerAlpha, patternPath: triggerPattern,
-                       cleanLabelDirectory: clbDir, seed: seed, data: dataTriggers,
+                       cleanLabelDirectory: clbDir, seed: seed, data: dataTriggers, trojannn: trojannn,
                        inputAware: (try? inputAware.settings(crossRatio: crossRatio)) ?? InputAwareSettings())
     }
 }
@@ -109,7 +111,10 @@ enum AttackFlags {
                                "grid rescale": "--grid-rescale", "cross ratio": "--cross-ratio", "squeeze num": "--squeeze-num",
                                "negative ratio": "--neg-ratio", "FTrojan magnitude": "--ftrojan-magnitude",
                                "FTrojan window": "--ftrojan-window", "FTrojan channels": "--ftrojan-channels",
-                               "FTrojan positions": "--ftrojan-positions"]
+                               "FTrojan positions": "--ftrojan-positions", "TrojanNN model": "--trojannn-model",
+                               "TrojanNN layer": "--trojannn-layer", "TrojanNN neurons": "--trojannn-neurons",
+                               "TrojanNN target value": "--trojannn-target-value", "TrojanNN steps": "--trojannn-steps",
+                               "TrojanNN step size": "--trojannn-step-size", "TrojanNN epsilon": "--trojannn-eps"]
 
     static func describe(_ error: AttackError) -> String {
         guard case let .invalidValue(name, value, allowed) = error, let flag = flagForValue[name] else { return "\(error)" }

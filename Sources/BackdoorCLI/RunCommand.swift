@@ -37,6 +37,8 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Attacks (matrix.attacks), comma-separated: \(PoisonType.experimentAttacks.map(\.rawValue).joined(separator: ", ")), or all.") var attacks: String?
     @Option(help: "Defenses (matrix.defenses), comma-separated: \(DefenseRegistry.names.joined(separator: ", ")), or all; none: the ANP chain.")
     var defenses: String?
+    @Option(help: "Poisoned-sample detectors (matrix.detectors), comma-separated: \(DetectionMethod.allCases.map(\.rawValue).joined(separator: ", ")), or all: each inspects every attack's poisoned training set (the leaderboard's detection table).")
+    var detectors: String?
     @Option(help: "Models (matrix.models), comma-separated (each trained per attack and seed).") var models: String?
     @Option(help: "Seeds (matrix.seeds), comma-separated: the leaderboard gives means and standard deviations over them.")
     var seeds: String?
@@ -51,6 +53,7 @@ struct RunCommand: ParsableCommand {
         var out: [(flag: String, key: String, value: Any)] = []
         if let a = Self.list(attacks) { out.append(("--attacks", "matrix.attacks", a)) }
         if let d = Self.list(defenses) { out.append(("--defenses", "matrix.defenses", d)) }
+        if let d = Self.list(detectors) { out.append(("--detectors", "matrix.detectors", d)) }
         if let m = Self.list(models) { out.append(("--models", "matrix.models", m)) }
         if let s = Self.list(seeds) { out.append(("--seeds", "matrix.seeds", s.map { UInt64($0) ?? UInt64.max })) }
         return out

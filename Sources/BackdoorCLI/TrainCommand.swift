@@ -45,6 +45,8 @@ struct TrainCommand: ParsableCommand {
         try FlagLimits.testLimit(testLimit)
         _ = try parseMilestones(milestones)
         if resume && overwrite { throw ValidationError("--resume continues the run in --output-dir, --overwrite replaces it: choose one") }
+        // Before the data is read: the attack's own settings, named by their flags.
+        try attack.settings(seed: seed).validateNamingFlags()
     }
 
     /// Everything besides `TrainingConfig` that changes the trained model, by flag: a resumed
@@ -88,7 +90,7 @@ struct TrainCommand: ParsableCommand {
 
         let prepared = try ExperimentData.prepare(data: data, attack: attack, valFrac: valFrac, trainLimit: trainLimit,
                                                   testLimit: testLimit, batchSize: batchSize, seed: seed, outputDirectory: outputDir,
-                                                  quiet: quiet)
+                                                  quiet: quiet, backend: { try compute.backend(for: .inference) })
         let trainer = try Trainer(config: config, trainSet: prepared.train, cleanTest: prepared.cleanTest,
                                   poisonTest: prepared.poisonTest, outputDirectory: outputDir,
                                   backend: compute.backend(for: .training))

@@ -1,4 +1,5 @@
 import Datasets
+import Formats
 import Foundation
 import NN
 import Support
@@ -167,6 +168,24 @@ public struct DetectionResult: Codable, Equatable {
         return lines.joined(separator: "\n") + "\n"
     }
 
+    /// Runs `detector` on `inspected` through `model`, scores it against `truth` (which rows are
+    /// poisoned) and writes result.json, summary.txt and scores.npy (float64, one suspicion score
+    /// per row) into `directory`: `backdoor detect` and the runner's detection stages.
+    /// `checkpoint` and `poisonedSet` name the inputs in the result.
+    public static func run(_ detector: PoisonDetector, model: Model, inspected: ImageSet, truth: [Bool], clean: ImageSet,
+                           checkpoint: String, poisonedSet: String, directory: String,
+                           log: (String) throws -> Void) throws -> DetectionResult {
+        let start = Date()
+        let detection = try detector.detect(model, inspected: inspected, clean: clean, log: log)
+        let result = DetectionResult(method: detector.name, settings: detector.settings, checkpoint: checkpoint, poisonedSet: poisonedSet,
+                                     truth: truth, cleanImages: clean.count, seconds: Date().timeIntervalSince(start),
+                                     detection: detection)
+        try NPY.write(HostTensor(doubles: detection.scores, shape: [detection.scores.count]),
+                      path: (directory as NSString).appendingPathComponent(scoresFileName))
+        try result.write(to: directory)
+        return result
+    }
+
     /// result.json and summary.txt in `directory`, each written atomically.
     public func write(to directory: String) throws {
         let encoder = JSONEncoder()
@@ -182,6 +201,43 @@ public enum DetectionMethod: String, CaseIterable {
     case strip, spectral, ac
 
     public var usesCleanImages: Bool { self == .strip }
+
+    /// Every setting with its default (the papers' code's), by the config name its `settings` reports.
+    public var defaults: [String: Double] {
+        switch self {
+        case .strip: return ["blends": 100, "alpha": 1, "frr": 0.1]
+        case .spectral: return ["poison_rate": 0.1, "removal_factor": 1.5]
+        case .ac: return ["dims": 10, "size_threshold": 0.35]
+        }
+    }
+
+    /// The detector with `overrides` over its defaults, as `detect` flags and config files give
+    /// them; an unknown or out-of-range setting is a `DefenseSettingError` naming it.
+    public func detector(overrides: [String: Double] = [:], seed: UInt64 = 0) throws -> PoisonDetector {
+        for key in overrides.keys.sorted() where defaults[key] == nil {
+            throw DefenseSettingError("\(key) is not a setting of \(rawValue); its settings are "
+                + defaults.keys.sorted().joined(separator: ", "))
+        }
+        let settings = defaults.merging(overrides) { $1 }
+        func check(_ key: String, _ valid: (Double) -> Bool, _ expected: String) throws -> Double {
+            let value = settings[key]!
+            guard value.isFinite, valid(value) else { throw DefenseSettingError.outOfRange(rawValue, key, value, expected: expected) }
+            return value
+        }
+        func count(_ key: String) throws -> Int { Int(try check(key, { $0 >= 1 && $0 == $0.rounded() }, "a whole number of at least 1")) }
+        switch self {
+        case .strip:
+            return STRIPDetector(blends: try count("blends"), alpha: try check("alpha", { _ in true }, "a finite number"),
+                                 frr: try check("frr", { (0..<1).contains($0) }, "a number in [0, 1)"), seed: seed)
+        case .spectral:
+            return SpectralDetector(poisonRate: try check("poison_rate", { (0...1).contains($0) }, "a number in [0, 1]"),
+                                    removalFactor: try check("removal_factor", { $0 >= 0 }, "a number of at least 0"))
+        case .ac:
+            return ActivationClusteringDetector(dims: try count("dims"),
+                                                sizeThreshold: try check("size_threshold", { (0...1).contains($0) }, "a number in [0, 1]"),
+                                                seed: seed)
+        }
+    }
 }
 
 /// Per-class helpers shared by the feature-based detectors.

@@ -99,16 +99,22 @@ public final class Experiment {
         return outcome
     }
 
-    /// The stages up to the backdoored model: (clean model and PGD for clean-label,) poisoning, training.
+    /// The stages up to the backdoored model: (a clean model for clean-label's PGD and TrojanNN's
+    /// trigger,) poisoning, training.
     func trainedModel(_ attack: PoisonType) throws -> TrainedModel {
         upstreamRan = false
         attackSeconds = 0
         var upstream: StageFolder?
-        if attack == .cleanLabel {
+        if attack == .cleanLabel || attack == .trojannn {
             upstream = try train(attack, folderName: "clean", poisonType: .benign, upstream: nil).stage
         }
         let poison = try poison(attack, upstream: upstream)
         return try train(attack, folderName: "train", poisonType: attack, upstream: poison)
+    }
+
+    /// The poisoned training set the poison stage wrote (for WaNet and BPP: one epoch's draw).
+    func poisonedSet(_ attack: PoisonType) throws -> PoisonedTrainingSet {
+        try PoisonedSetFolder.read(directory: (root as NSString).appendingPathComponent("\(attack.rawValue)/poison"))
     }
 
     // MARK: Stages
@@ -142,10 +148,10 @@ public final class Experiment {
         return folder
     }
 
-    private func attackSettings(_ poisonType: PoisonType, cleanLabelDirectory: String? = nil) -> AttackSettings {
+    private func attackSettings(_ poisonType: PoisonType) -> AttackSettings {
         var attack = AttackSettings(poisonType: poisonType, target: settings.attack.target, rate: settings.attack.poisonRate,
-                                    patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil,
-                                    cleanLabelDirectory: cleanLabelDirectory, seed: settings.seed)
+                                    patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil, seed: settings.seed,
+                                    trojannn: settings.attack.trojannn.attack)
         // Input-aware's generators follow the classifier's size: the reference's width 32 and 25 mask
         // epochs at width 64 and 25+ epochs, narrower (width / 2) and at most the run's epochs below.
         attack.inputAware.generatorWidth = max(settings.model.width / 2, 1)
@@ -158,22 +164,24 @@ public final class Experiment {
          "test_limit": settings.evaluation.testLimit ?? NSNull()]
     }
 
-    /// BadNets and Blend: the trigger, the poisoned-image count and an examples grid (the training
-    /// stage poisons the same images again from the seed). Clean-label: PGD against the clean model,
-    /// writing the poisoned attacker split as numpy arrays.
+    /// The poisoned training set (data.npy, label.npy, backdoor_list.npy: what the training stage
+    /// trains on and the detectors inspect), its trigger information and an examples grid. Clean-label:
+    /// PGD against the clean model, over the whole attacker split. TrojanNN: its trigger optimised
+    /// against the clean model. WaNet and BPP: one epoch's draw (training poisons every batch afresh).
     private func poison(_ attack: PoisonType, upstream: StageFolder?) throws -> StageFolder {
         var config: [String: Any] = ["attack": attack.rawValue, "poison_target": settings.attack.target,
                                      "poison_rate": settings.attack.poisonRate, "seed": settings.seed, "data": dataConfig,
                                      "trigger_pattern": (attack == .blend ? settings.attack.triggerPattern : nil) ?? NSNull()]
         let pgd = CleanLabelPGD(epsilon: Float(settings.attack.pgd.eps), stepSize: Float(settings.attack.pgd.step),
                                 iterations: settings.attack.pgd.iterations, restarts: settings.attack.pgd.restarts)
+        if attack == .trojannn { config["trojannn"] = ExperimentConfigFile.jsonObject(settings.attack.trojannn) }
         if attack == .cleanLabel {
             config["pgd"] = ["eps": settings.attack.pgd.eps, "step": settings.attack.pgd.step, "iterations": settings.attack.pgd.iterations,
                              "restarts": settings.attack.pgd.restarts]
         }
         // Input-aware has no trigger before training: its train stage writes the trigger information.
-        let outputs = attack.trainsTrigger ? [] : [TriggerInfo.fileName, PoisonedSetFolder.examplesFile]
-            + (attack == .cleanLabel ? [PoisonedSetFolder.dataFile] : [])
+        let outputs = attack.trainsTrigger ? [] : [TriggerInfo.fileName, PoisonedSetFolder.examplesFile, PoisonedSetFolder.dataFile,
+                                                   PoisonedSetFolder.labelFile, PoisonedSetFolder.flagFile]
         return try stage(attack.rawValue, "poison", config: config, upstream: upstream, outputs: outputs) { folder, _ in
             let attacker = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.data.valFrac).attacker)
             if attack == .cleanLabel, let upstream {
@@ -196,7 +204,8 @@ public final class Experiment {
                 return
             }
             let attackSettings = attackSettings(attack)
-            let (info, note) = try attackSettings.triggerInfo()
+            let cleanModel = try upstream.map { try Checkpoint.load($0.file("model_last.safetensors"), on: inference).model }
+            let (info, note) = try attackSettings.triggerInfo(cleanModel: cleanModel, log: { self.log.say($0) })
             if let note { log.say("note: \(note)") }
             guard let info else {
                 if attack.trainsTrigger { log.say("\(attack.rawValue): the trigger is trained with the classifier (the train stage writes it)") }
@@ -209,11 +218,9 @@ public final class Experiment {
                 // WaNet, BPP: the first epoch's batches stand for the attack here; training redraws them.
                 poisoned = batchAttack.epochDraw(limited, batchSize: settings.training.batchSize, seed: settings.seed)
             }
-            try info.write(path: folder.file(TriggerInfo.fileName))
-            let grid = ExampleGrid.make(clean: limited, poisoned: poisoned.images,
-                                        indices: ExampleGrid.sampleIndices(poisoned.poisonedIndices))
-            try PNG.write(grid, path: folder.file(PoisonedSetFolder.examplesFile))
-            try writeJSON(["images": poisoned.count, "poisoned": poisoned.poisonedIndices.count], folder.file("poison.json"))
+            try PoisonedSetFolder.export(poisoned, clean: limited, triggerInfo: info, to: folder.path)
+            try writeJSON(["images": poisoned.count, "poisoned": poisoned.poisonedIndices.count, "per_batch": attack.poisonsPerBatch],
+                          folder.file("poison.json"))
             log.say("poisoned \(poisoned.poisonedIndices.count) of \(poisoned.count) training images")
         }
     }
@@ -246,13 +253,16 @@ public final class Experiment {
             "augment": settings.training.augment, "momentum": Double(trainingConfig.momentum), "weight_decay": Double(trainingConfig.weightDecay),
             "seed": settings.seed, "data": dataConfig,
         ]
-        let attackSettings = attackSettings(poisonType, cleanLabelDirectory: upstream?.path)
+        let attackSettings = attackSettings(poisonType)
         let info = poisonType.trainsTrigger ? nil : try upstream.map { try TriggerInfo.read(path: $0.file(TriggerInfo.fileName)) }
         let outputs = ["model_last.safetensors", "train_log.jsonl"] + (info == nil ? [] : ["samples.png"])
             + (poisonType.trainsTrigger ? ["samples.png", TriggerInfo.fileName] : [])
         let folder = try stage(attack.rawValue, folderName, config: config, upstream: upstream, outputs: outputs) { folder, continuing in
+            // Fixed-set attacks train on the set the poison stage wrote; WaNet and BPP on the clean split.
+            let poisoned = try upstream.flatMap { poisonType.poisonsPerBatch ? nil : try PoisonedSetFolder.read(directory: $0.path) }
             let data = try ExperimentData.make(dataset: dataset, permutation: permutation, settings: attackSettings,
-                                               triggerInfo: info, valFrac: settings.data.valFrac, trainLimit: settings.data.trainLimit,
+                                               triggerInfo: info, poisonedSet: poisoned, valFrac: settings.data.valFrac,
+                                               trainLimit: settings.data.trainLimit,
                                                testLimit: settings.evaluation.testLimit, batchSize: settings.training.batchSize)
             let trainer = try Trainer(config: trainingConfig, trainSet: data.train, cleanTest: data.cleanTest,
                                       poisonTest: data.poisonTest, outputDirectory: folder.path,

@@ -15,18 +15,20 @@ public struct ExperimentData {
     public var batchAttack: BatchAttack?
 
     /// The experiment's images from a loaded dataset and split (no files written): the attacker's
-    /// split (after the first `valFrac` of the permutation) poisoned by `settings`, limited to
-    /// `trainLimit` images, and the first `testLimit` test images with their triggered twins.
+    /// split (after the first `valFrac` of the permutation) limited to `trainLimit` images, poisoned
+    /// by `settings` unless `poisonedSet` (the poison stage's, built from that split) is given, and
+    /// the first `testLimit` test images with their triggered twins.
     public static func make(dataset: CIFAR10.DataSet, permutation: [Int], settings: AttackSettings, triggerInfo info: TriggerInfo?,
-                     valFrac: Double, trainLimit: Int?, testLimit: Int?, batchSize: Int) throws -> ExperimentData {
+                            poisonedSet: PoisonedTrainingSet? = nil, valFrac: Double, trainLimit: Int?, testLimit: Int?,
+                            batchSize: Int) throws -> ExperimentData {
         let attacker = DataSplit(permutation: permutation, valFrac: valFrac).attacker
         var test = dataset.test
         if let testLimit, testLimit < test.count { test = test.subset(Array(0..<testLimit)) }
-        // Clean-label folders hold the whole attacker split; other attacks poison the limited set.
-        let limitFirst = settings.poisonType != .cleanLabel
-        let attackerSet = dataset.train.subset(limitFirst ? Array(attacker.prefix(trainLimit ?? attacker.count)) : attacker)
-        var poisoned = try settings.trainingSet(attackerSet: attackerSet, triggerInfo: info)
-        if !limitFirst, let trainLimit, trainLimit < poisoned.count {
+        var poisoned = try poisonedSet
+            ?? settings.trainingSet(attackerSet: dataset.train.subset(Array(attacker.prefix(trainLimit ?? attacker.count))),
+                                    triggerInfo: info)
+        // Clean-label sets hold the whole attacker split (its rate counts the limited images).
+        if let trainLimit, trainLimit < poisoned.count {
             let kept = Array(0..<trainLimit)
             poisoned = PoisonedTrainingSet(images: poisoned.images.subset(kept), isPoisoned: kept.map { poisoned.isPoisoned[$0] })
         }

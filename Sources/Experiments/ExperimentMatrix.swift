@@ -19,24 +19,39 @@ public enum ExperimentRunner {
                            onEpoch: ((String, EpochRecord) throws -> Void)? = nil) throws -> Leaderboard? {
         let attacks = try settings.attackList()
         let defenses = try settings.defenseList()
+        let detectors = try settings.detectorList()
         try Folder.create(root)
         try AtomicFile.write(try ExperimentConfigFile.yaml(settings), to: (root as NSString).appendingPathComponent(configFileName))
-        var rows: [Leaderboard.Cell] = []
+        var outcome = CellOutcome()
         for cell in try settings.cells() {
             let folder = settings.cellFolder(root: root, of: cell)
             let experiment = try Experiment(settings: cell, root: folder, dataDirectory: dataDirectory, resume: resume,
                                             quiet: quiet, training: training, inference: inference)
             experiment.onEpoch = onEpoch
-            if defenses.isEmpty {
+            if defenses.isEmpty && detectors.isEmpty {
                 try experiment.run(attacks: attacks)
                 continue
             }
             for attack in attacks {
-                rows += try experiment.defendAll(attack, with: defenses, relativeFolder: relative(folder, root: root))
+                outcome.add(try experiment.runCell(attack, defenses: defenses, detectors: detectors,
+                                                   relativeFolder: relative(folder, root: root)))
             }
         }
-        guard !defenses.isEmpty else { return nil }
-        return try writeLeaderboard(Leaderboard(cells: rows), root: root, quiet: quiet)
+        guard !defenses.isEmpty || !detectors.isEmpty else { return nil }
+        return try writeLeaderboard(outcome.leaderboard, root: root, quiet: quiet)
+    }
+
+    /// What training cells gave: their defenses' and detectors' leaderboard entries.
+    public struct CellOutcome: Codable, Equatable {
+        public var rows: [Leaderboard.Cell] = []
+        public var detections: [Leaderboard.DetectionCell] = []
+
+        mutating func add(_ other: CellOutcome) {
+            rows += other.rows
+            detections += other.detections
+        }
+
+        var leaderboard: Leaderboard { Leaderboard(cells: rows, detectionCells: detections) }
     }
 
     /// The run's resolved settings in its folder: what `--collect` and cluster tasks read back.
@@ -89,12 +104,15 @@ public enum ExperimentRunner {
 }
 
 extension Experiment {
-    /// Every defense on the attack's trained model (trained once): its leaderboard rows, with
-    /// their folders under `relativeFolder` (the (model, seed) folder relative to the run folder).
-    func defendAll(_ attack: PoisonType, with defenses: [String], relativeFolder: String) throws -> [Leaderboard.Cell] {
+    /// Every defense and detector on the attack's trained model (trained once): their leaderboard
+    /// entries, with their folders under `relativeFolder` (the (model, seed) folder relative to the run folder).
+    func runCell(_ attack: PoisonType, defenses: [String], detectors: [DetectionMethod],
+                 relativeFolder: String) throws -> ExperimentRunner.CellOutcome {
         let trained = try trainedModel(attack)
         let trainedRan = upstreamRan
-        return try defenses.map { name in
+        let prefix = (relativeFolder.isEmpty ? "" : relativeFolder + "/") + "\(attack.rawValue)/"
+        var outcome = ExperimentRunner.CellOutcome()
+        outcome.rows = try defenses.map { name in
             upstreamRan = trainedRan  // defenses are siblings: one running does not rerun the next
             let result = try defend(attack, with: name, trained: trained)
             return Leaderboard.Cell(
@@ -102,9 +120,44 @@ extension Experiment {
                 cleanBefore: result.before.cleanAccuracy, asrBefore: result.before.attackSuccessRate ?? 0,
                 cleanAfter: result.after.cleanAccuracy, asrAfter: result.after.attackSuccessRate ?? 0,
                 robustBefore: result.before.robustAccuracy, robustAfter: result.after.robustAccuracy,
-                seconds: result.seconds,
-                folder: (relativeFolder.isEmpty ? "" : relativeFolder + "/") + "\(attack.rawValue)/defense-\(name)")
+                seconds: result.seconds, folder: prefix + "defense-\(name)")
         }
+        outcome.detections = try detectors.map { method in
+            upstreamRan = trainedRan
+            let result = try detect(attack, with: method, trained: trained)
+            return Leaderboard.DetectionCell(
+                attack: attack.rawValue, method: method.rawValue, model: settings.model.name, seed: settings.seed,
+                f1: result.metrics.f1, tpr: result.metrics.tpr, fpr: result.metrics.fpr, precision: result.metrics.precision,
+                auroc: result.metrics.auroc, seconds: result.seconds, folder: prefix + "detect-\(method.rawValue)")
+        }
+        return outcome
+    }
+
+    /// STRIP's clean images unless `defense.clean_frac` says otherwise (`backdoor detect --clean-frac`).
+    static let detectionCleanFraction = 0.01
+
+    /// The detection stage: the detector on the poisoned training set the poison stage wrote,
+    /// seen through the trained model; scored against that set's truth.
+    func detect(_ attack: PoisonType, with method: DetectionMethod, trained: TrainedModel) throws -> DetectionResult {
+        let detector = try method.detector(overrides: settings.defense.settings[method.rawValue] ?? [:], seed: settings.seed)
+        var config: [String: Any] = ["detector": method.rawValue, "settings": detector.settings, "seed": settings.seed]
+        let fraction = settings.defense.cleanFrac ?? Self.detectionCleanFraction
+        if method.usesCleanImages { config["clean_frac"] = fraction }
+        let folder = try stage(attack.rawValue, "detect-\(method.rawValue)", config: config, upstream: trained.stage,
+                               outputs: [DetectionResult.fileName, DetectionResult.scoresFileName]) { folder, _ in
+            let (model, _) = try Checkpoint.load(trained.modelPath, on: inference)
+            let clean = method.usesCleanImages
+                ? dataset.train.subset(DataSplit(permutation: permutation, valFrac: fraction).defender) : ImageSet(pixels: [], labels: [])
+            let set = try poisonedSet(attack)
+            _ = try DetectionResult.run(detector, model: model, inspected: set.images, truth: set.isPoisoned, clean: clean,
+                                        checkpoint: trained.modelPath,
+                                        poisonedSet: (root as NSString).appendingPathComponent("\(attack.rawValue)/poison"),
+                                        directory: folder.path) { log.say("  \(attack.rawValue)/detect-\(method.rawValue): " + $0) }
+        }
+        let result = try DetectionResult.read(path: folder.file(DetectionResult.fileName))
+        log.say("\(attack.rawValue)/detect-\(method.rawValue): F1 " + String(format: "%.3f", result.metrics.f1) + ", AUROC "
+            + (result.metrics.auroc.map { String(format: "%.3f", $0) } ?? "n/a") + String(format: " (%.1f s)", result.seconds))
+        return result
     }
 
     /// The defense stage: the defense (with the config's settings over its defaults) on the trained
@@ -135,11 +188,19 @@ extension Leaderboard {
     public var table: String {
         func p(_ s: Statistic?) -> String { s.map { String(format: "%6.2f", 100 * $0.mean) } ?? "     -" }
         let header = "attack        defense  model            seeds  clean_before  asr_before  clean_after  asr_after  robust    DER"
+        let detectionHeader = "attack        method   model            seeds     F1   AUROC     TPR     FPR"
+        let detectionLines = detection.isEmpty ? [] : [detectionHeader] + detection.map { r in
+            r.attack.padding(toLength: 14, withPad: " ", startingAt: 0) + r.method.padding(toLength: 9, withPad: " ", startingAt: 0)
+                + r.model.padding(toLength: 17, withPad: " ", startingAt: 0) + String(format: "%5d", r.seeds.count)
+                + String(format: "  %.3f", r.f1.mean) + (r.auroc.map { String(format: "   %.3f", $0.mean) } ?? "       -")
+                + String(format: "  %6.2f  %6.2f", 100 * r.tpr.mean, 100 * r.fpr.mean)
+        }
+        guard !rows.isEmpty else { return detectionLines.joined(separator: "\n") }
         return ([header] + rows.map { r in
             r.attack.padding(toLength: 14, withPad: " ", startingAt: 0) + r.defense.padding(toLength: 9, withPad: " ", startingAt: 0)
                 + r.model.padding(toLength: 17, withPad: " ", startingAt: 0) + String(format: "%5d", r.seeds.count)
                 + "        \(p(r.cleanAccBefore))      \(p(r.asrBefore))       \(p(r.cleanAcc))     \(p(r.asr))  \(p(r.robustAcc))"
                 + String(format: "  %.3f", r.der.mean)
-        }).joined(separator: "\n")
+        } + (detectionLines.isEmpty ? [] : [""] + detectionLines)).joined(separator: "\n")
     }
 }

@@ -76,7 +76,27 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         /// 32x32 PNG for the Blend trigger; nil: the papers' pattern (shipped); "seeded": the tool's seeded noise.
         public var triggerPattern: String?
         public var pgd = PGDSettings()
+        public var trojannn = TrojanNNRunSettings()
         public init() {}
+    }
+
+    /// TrojanNN's trigger optimisation, BackdoorBench's defaults (its clean model trains with the
+    /// training settings).
+    public struct TrojanNNRunSettings: Codable, Equatable, ConfigSection {
+        public var steps = 1000
+        public var neurons = 2
+        public var targetValue = 100.0
+        public var stepSize = 0.1
+        public var eps = 0.3
+        public var layer = "linear"
+        public init() {}
+
+        /// The library's settings (the default mask).
+        public var attack: TrojanNNSettings {
+            var t = TrojanNNSettings()
+            (t.steps, t.neurons, t.targetValue, t.stepSize, t.epsilon, t.layer) = (steps, neurons, targetValue, stepSize, eps, layer)
+            return t
+        }
     }
 
     /// The clean-label attack's PGD (its clean model trains with the training settings).
@@ -92,8 +112,8 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         /// The ANP chain's stages (anp/, prune/; the reference's optimize_mask_cifar.py).
         public var anp = ANPSettings()
         public var pruning = PruningSettings()
-        /// Settings of the defenses of the matrix by name, over each defense's defaults
-        /// (e.g. `clp: {u: 3}`); `backdoor defend --help` lists them.
+        /// Settings of the defenses and detectors of the matrix by name, over each one's defaults
+        /// (e.g. `clp: {u: 3}`, `strip: {frr: 0.05}`); `backdoor defend --help` lists them.
         public var settings: [String: [String: Double]] = [:]
         /// The defender's share of the training set for the matrix's defenses; nil: each defense's own default.
         public var cleanFrac: Double?
@@ -134,6 +154,9 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         public var attacks = ["badnets"]
         /// Defense names (`backdoor defend`'s), or ["all"]; empty: the ANP chain (anp/, prune/) only.
         public var defenses: [String] = []
+        /// Poisoned-sample detectors (`backdoor detect`'s methods), or ["all"]: each inspects every
+        /// attack's poisoned training set through its trained model (the leaderboard's detection table).
+        public var detectors: [String] = []
         /// Model names; empty: `model.name` alone.
         public var models: [String] = []
         /// Seeds; empty: `seed` alone.
@@ -178,6 +201,10 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         if attack.pgd.restarts < 0 { throw ConfigError.outOfRange("attack.pgd.restarts", attack.pgd.restarts, expected: "at least 0") }
         try positive(attack.pgd.eps, "attack.pgd.eps")
         try positive(attack.pgd.step, "attack.pgd.step")
+        try atLeastOne(attack.trojannn.steps, "attack.trojannn.steps")
+        try atLeastOne(attack.trojannn.neurons, "attack.trojannn.neurons")
+        try fraction(attack.trojannn.stepSize, "attack.trojannn.step_size", openAtZero: true)
+        try fraction(attack.trojannn.eps, "attack.trojannn.eps", openAtZero: true)
         try fraction(defense.anp.frac, "defense.anp.frac", openAtZero: true)
         try nonNegative(defense.anp.eps, "defense.anp.eps")
         try atLeastOne(defense.anp.steps, "defense.anp.steps")
@@ -194,8 +221,15 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         try atLeastOne(evaluation.evalLimit, "evaluation.eval_limit")
         _ = try attackList()
         _ = try defenseList()
+        _ = try detectorList()
         for (name, values) in defense.settings {
-            do { _ = try DefenseRegistry.make(name, overrides: values) } catch let error as DefenseSettingError {
+            do {
+                if let method = DetectionMethod(rawValue: name) {
+                    _ = try method.detector(overrides: values)
+                } else {
+                    _ = try DefenseRegistry.make(name, overrides: values)
+                }
+            } catch let error as DefenseSettingError {
                 throw ConfigError(key: "defense.settings.\(name)", error.description)
             }
         }
@@ -224,16 +258,27 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
                 + DefenseRegistry.names.joined(separator: ", ") + " or all")
         }
         for (name, values) in defense.settings {
-            guard let type = DefenseRegistry.type(named: name) else {
-                throw ConfigError(key: "defense.settings.\(name)", "unknown defense; expected one of "
-                    + DefenseRegistry.names.joined(separator: ", "))
+            guard let defaults = DefenseRegistry.type(named: name)?.defaults ?? DetectionMethod(rawValue: name)?.defaults else {
+                throw ConfigError(key: "defense.settings.\(name)", "unknown defense or detector; expected one of "
+                    + (DefenseRegistry.names + DetectionMethod.allCases.map(\.rawValue)).joined(separator: ", "))
             }
-            for key in values.keys.sorted() where type.defaults[key] == nil {
+            for key in values.keys.sorted() where defaults[key] == nil {
                 throw ConfigError(key: "defense.settings.\(name).\(key)", "is not a setting of \(name); its settings are "
-                    + type.defaults.keys.sorted().joined(separator: ", "))
+                    + defaults.keys.sorted().joined(separator: ", "))
             }
         }
         return names.reduce(into: []) { if !$0.contains($1) { $0.append($1) } }
+    }
+
+    public func detectorList() throws -> [DetectionMethod] {
+        let names = matrix.detectors == ["all"] ? DetectionMethod.allCases.map(\.rawValue) : matrix.detectors
+        return try names.reduce(into: []) { out, name in
+            guard let method = DetectionMethod(rawValue: name) else {
+                throw ConfigError(key: "matrix.detectors", "unknown detector \"\(name)\"; expected "
+                    + DetectionMethod.allCases.map(\.rawValue).joined(separator: ", ") + " or all")
+            }
+            if !out.contains(method) { out.append(method) }
+        }
     }
 
     /// The (model, seed) pairs of the matrix, each with the settings of its cell.

@@ -1,5 +1,6 @@
 import Attacks
 import Backend
+import Defenses
 import Foundation
 import Reports
 import Support
@@ -21,7 +22,8 @@ public struct CellRecord: Codable, Equatable {
     public var seconds: Double?
     /// The cell's settings: a record made with other settings is stale, not a result of this run.
     public var settings: ExperimentSettings
-    public var rows: [Leaderboard.Cell]
+    /// Its defenses' and detectors' leaderboard entries (empty until it is done).
+    public var outcome: ExperimentRunner.CellOutcome
 
     public static func read(folder: String) -> CellRecord? {
         guard let data = FileManager.default.contents(atPath: (folder as NSString).appendingPathComponent(fileName)) else { return nil }
@@ -61,13 +63,14 @@ public struct SlurmTask: Codable, Equatable {
 extension ExperimentRunner {
     /// The matrix's defenses, required by cell-wise runs: their results are the leaderboard
     /// `--collect` gathers (the ANP chain's summary.json is one shared file, so it runs locally).
-    static func cellDefenses(_ settings: ExperimentSettings) throws -> [String] {
+    static func cellDefenses(_ settings: ExperimentSettings) throws -> (defenses: [String], detectors: [DetectionMethod]) {
         let defenses = try settings.defenseList()
-        guard !defenses.isEmpty else {
+        let detectors = try settings.detectorList()
+        guard !defenses.isEmpty || !detectors.isEmpty else {
             throw ConfigError(key: "matrix.defenses", "is empty: a matrix run cell by cell (--cell, --slurm, --collect) needs "
-                + "--defenses (the ANP chain without defenses runs locally)")
+                + "--defenses or --detectors (the ANP chain without them runs locally)")
         }
-        return defenses
+        return (defenses, detectors)
     }
 
     static func cell(_ index: Int, of cells: [Cell]) throws -> Cell {
@@ -85,10 +88,11 @@ extension ExperimentRunner {
     public static func runCell(_ settings: ExperimentSettings, index: Int, root: String, dataDirectory: String?, resume: Bool,
                                quiet: Bool, training: Backend, inference: Backend,
                                slurm: SlurmTask? = SlurmTask.current(),
-                               onEpoch: ((String, EpochRecord) throws -> Void)? = nil) throws -> [Leaderboard.Cell] {
-        let defenses = try cellDefenses(settings)
+                               onEpoch: ((String, EpochRecord) throws -> Void)? = nil) throws -> CellOutcome {
+        let (defenses, detectors) = try cellDefenses(settings)
         let cell = try cell(index, of: try cells(settings, root: root))
-        var record = CellRecord(index: index, cell: cell.relativeFolder, status: .running, slurm: slurm, settings: cell.settings, rows: [])
+        var record = CellRecord(index: index, cell: cell.relativeFolder, status: .running, slurm: slurm, settings: cell.settings,
+                                outcome: CellOutcome())
         try record.write(folder: cell.folder)
         let start = Date()
         do {
@@ -97,8 +101,8 @@ extension ExperimentRunner {
                                             logDirectory: cell.folder)
             experiment.onEpoch = onEpoch
             experiment.log.say("== cell \(index) (\(cell.relativeFolder))" + (slurm.map { ", Slurm job \($0.name)" } ?? ""))
-            record.rows = try experiment.defendAll(cell.attack, with: defenses,
-                                                   relativeFolder: relative(cell.experimentFolder, root: root))
+            record.outcome = try experiment.runCell(cell.attack, defenses: defenses, detectors: detectors,
+                                                    relativeFolder: relative(cell.experimentFolder, root: root))
             record.status = .done
         } catch {
             record.status = .failed
@@ -107,7 +111,7 @@ extension ExperimentRunner {
         record.seconds = Date().timeIntervalSince(start)
         try record.write(folder: cell.folder)
         if let error = record.error { throw CellError(cell: cell.relativeFolder, message: error) }
-        return record.rows
+        return record.outcome
     }
 
     /// A cell that is not finished with this run's settings: why, and where to look.
@@ -144,12 +148,12 @@ extension ExperimentRunner {
         let settings = try ExperimentConfigFile.settings(preset: "quick", configFile: configPath)
         _ = try cellDefenses(settings)
         let submissions = SlurmSubmission.submissions(root: root)
-        var rows: [Leaderboard.Cell] = []
+        var outcome = CellOutcome()
         var problems: [CellProblem] = []
         for cell in try cells(settings, root: root) {
             let record = CellRecord.read(folder: cell.folder)
             if let record, record.status == .done, record.settings == cell.settings {
-                rows += record.rows
+                outcome.add(record.outcome)
                 continue
             }
             let submitted = submissions.last { $0.cells.contains(cell.index) }
@@ -171,8 +175,9 @@ extension ExperimentRunner {
             }
             problems.append(problem)
         }
-        let board = rows.isEmpty ? nil : try writeLeaderboard(Leaderboard(cells: rows), root: root, quiet: quiet)
-        try writeJSON(["finished_rows": rows.count, "problems": problems.map { p -> [String: Any] in
+        let finished = outcome.rows.count + outcome.detections.count
+        let board = finished == 0 ? nil : try writeLeaderboard(outcome.leaderboard, root: root, quiet: quiet)
+        try writeJSON(["finished_rows": finished, "problems": problems.map { p -> [String: Any] in
             ["index": p.index, "cell": p.cell, "state": p.state, "detail": p.detail ?? NSNull(), "job": p.job ?? NSNull(),
              "log": p.log ?? NSNull()]
         }], (root as NSString).appendingPathComponent(collectFileName))

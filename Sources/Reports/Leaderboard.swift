@@ -69,19 +69,70 @@ public struct Leaderboard: Codable, Equatable {
         }
     }
 
+    /// One detector run on one poisoned training set and its model (one seed), from that
+    /// detection stage's result.json.
+    public struct DetectionCell: Codable, Equatable {
+        public var attack, method, model: String
+        public var seed: UInt64
+        public var f1, tpr, fpr, precision: Double
+        public var auroc: Double?
+        public var seconds: Double
+        /// The detection stage's folder, relative to the run folder.
+        public var folder: String
+
+        public init(attack: String, method: String, model: String, seed: UInt64, f1: Double, tpr: Double, fpr: Double,
+                    precision: Double, auroc: Double?, seconds: Double, folder: String) {
+            (self.attack, self.method, self.model, self.seed) = (attack, method, model, seed)
+            (self.f1, self.tpr, self.fpr, self.precision, self.auroc) = (f1, tpr, fpr, precision, auroc)
+            (self.seconds, self.folder) = (seconds, folder)
+        }
+    }
+
+    /// The detection table's row: attack x method x model, seeds pooled.
+    public struct DetectionRow: Codable, Equatable {
+        public var attack, method, model: String
+        public var seeds: [UInt64]
+        public var f1, tpr, fpr, precision: Statistic
+        /// nil when a seed's scores had no AUROC (a set without poisoned or without clean images).
+        public var auroc: Statistic?
+        public var seconds: Statistic
+    }
+
     public var rows: [Row]
     public var cells: [Cell]
+    /// The matrix's poisoned-sample detectors (empty without `matrix.detectors`).
+    public var detection: [DetectionRow]
+    public var detectionCells: [DetectionCell]
 
     public static let jsonFileName = "leaderboard.json"
     public static let csvFileName = "leaderboard.csv"
+    public static let detectionCSVFileName = "detection.csv"
+
+    enum CodingKeys: String, CodingKey {
+        case rows, cells, detection
+        case detectionCells = "detection_cells"
+    }
 
     public static func der(asrBefore: Double, asrAfter: Double, accBefore: Double, accAfter: Double) -> Double {
         (max(0, asrBefore - asrAfter) - max(0, accBefore - accAfter) + 1) / 2
     }
 
-    /// Rows in the order the cells came (attack, then defense, then model), seeds pooled.
-    public init(cells: [Cell]) {
+    /// Rows in the order the cells came (attack, then defense or method, then model), seeds pooled.
+    public init(cells: [Cell], detectionCells: [DetectionCell] = []) {
         self.cells = cells
+        self.detectionCells = detectionCells
+        var detectionKeys: [[String]] = []
+        for cell in detectionCells where !detectionKeys.contains([cell.attack, cell.method, cell.model]) {
+            detectionKeys.append([cell.attack, cell.method, cell.model])
+        }
+        detection = detectionKeys.map { key in
+            let group = detectionCells.filter { [$0.attack, $0.method, $0.model] == key }
+            let auroc = group.compactMap(\.auroc)
+            return DetectionRow(attack: key[0], method: key[1], model: key[2], seeds: group.map(\.seed),
+                                f1: Statistic(group.map(\.f1)), tpr: Statistic(group.map(\.tpr)), fpr: Statistic(group.map(\.fpr)),
+                                precision: Statistic(group.map(\.precision)),
+                                auroc: auroc.count == group.count ? Statistic(auroc) : nil, seconds: Statistic(group.map(\.seconds)))
+        }
         var keys: [[String]] = []
         for cell in cells where !keys.contains([cell.attack, cell.defense, cell.model]) {
             keys.append([cell.attack, cell.defense, cell.model])
@@ -104,13 +155,28 @@ public struct Leaderboard: Codable, Equatable {
         }
     }
 
-    /// Writes leaderboard.json and leaderboard.csv into `directory`, each atomically.
+    /// Writes leaderboard.json and leaderboard.csv (and detection.csv when detectors ran) into
+    /// `directory`, each atomically.
     public func write(directory: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(String(decoding: try encoder.encode(self), as: UTF8.self) + "\n",
                              to: (directory as NSString).appendingPathComponent(Self.jsonFileName))
         try AtomicFile.write(csv, to: (directory as NSString).appendingPathComponent(Self.csvFileName))
+        if !detection.isEmpty {
+            try AtomicFile.write(detectionCSV, to: (directory as NSString).appendingPathComponent(Self.detectionCSVFileName))
+        }
+    }
+
+    public static let detectionCSVHeader = "attack,method,model,seeds,f1,f1_std,auroc,auroc_std,tpr,fpr,precision,seconds"
+
+    public var detectionCSV: String {
+        func f(_ x: Double?) -> String { x.map { String(format: "%.4f", $0) } ?? "" }
+        return ([Self.detectionCSVHeader] + detection.map { r in
+            [r.attack, r.method, r.model, r.seeds.map(String.init).joined(separator: " "), f(r.f1.mean), f(r.f1.std),
+             f(r.auroc?.mean), f(r.auroc?.std), f(r.tpr.mean), f(r.fpr.mean), f(r.precision.mean),
+             String(format: "%.1f", r.seconds.mean)].joined(separator: ",")
+        }).joined(separator: "\n") + "\n"
     }
 
     public static let csvHeader = "attack,defense,model,seeds,clean_acc_before,asr_before,clean_acc,clean_acc_std,asr,asr_std,"

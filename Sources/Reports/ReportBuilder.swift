@@ -132,6 +132,25 @@ public enum ReportBuilder {
             guard let s else { return "-" }
             return percent(s.mean) + (board.rows.contains { $0.seeds.count > 1 } ? " ± " + fixed(s.std * 100, 2) : "")
         }
+        var detection: [ReportDocument.Block] = []
+        if !board.detection.isEmpty {
+            let multiSeed = board.detection.contains { $0.seeds.count > 1 }
+            func score(_ s: Leaderboard.Statistic?) -> String {
+                guard let s else { return "-" }
+                return fixed(s.mean, 3) + (multiSeed ? " ± " + fixed(s.std, 3) : "")
+            }
+            detection = [
+                .heading(level: 3, text: "Poisoned-sample detection: attacks x methods", anchor: "detection"),
+                .paragraph("Each detector inspected the attack's poisoned training set (WaNet, BPP: one epoch's draw) through the model "
+                    + "trained on it; scored against the set's truth. AUROC of the detector's suspicion score."),
+                .table(headers: ["Attack", "Method", "Model", "Seeds", "F1", "AUROC", "TPR", "FPR", "Precision", "Time"],
+                       rows: board.detection.map { r in
+                           [r.attack, r.method, r.model, "\(r.seeds.count)", score(r.f1), score(r.auroc), percent(r.tpr.mean),
+                            percent(r.fpr.mean), percent(r.precision.mean), duration(r.seconds.mean)]
+                       }, anchor: "detection-table"),
+            ]
+        }
+        guard !board.rows.isEmpty else { return detection }
         let rows = board.rows.map { r in
             [r.attack, r.defense, r.model, "\(r.seeds.count)", stat(r.cleanAccBefore), stat(r.asrBefore), stat(r.cleanAcc),
              stat(r.asr), stat(r.robustAcc), fixed(r.der.mean, 3), duration(r.seconds.mean)]
@@ -152,7 +171,7 @@ public enum ReportBuilder {
             let map = Heatmap(title: "ASR after defense (\(model))", rowLabels: attacks, columnLabels: defenses, values: values)
             blocks.append(.plots([Plot(fileName: "leaderboard_asr_\(fileSafe(model)).svg", title: map.title, svg: map.svg)]))
         }
-        return blocks
+        return blocks + detection
     }
 
     static let summaryHeaders = ["Attack", "Clean acc. before", "ASR before", "Clean acc. after", "ASR after",

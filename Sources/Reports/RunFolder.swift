@@ -102,7 +102,7 @@ public struct RunFolder {
     public var leaderboard: Piece<Leaderboard>
 
     /// Attack folders in the runner's order first, then any others alphabetically.
-    public static let knownAttacks = ["badnets", "blend", "clean-label", "sig", "wanet", "bpp", "ftrojan"]
+    public static let knownAttacks = ["badnets", "blend", "clean-label", "sig", "wanet", "bpp", "ftrojan", "trojannn"]
 
     public static func load(directory: String) throws -> RunFolder {
         var isDirectory: ObjCBool = false

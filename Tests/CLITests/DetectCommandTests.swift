@@ -65,7 +65,7 @@ final class DetectCommandTests: XCTestCase {
         }
         let base = ["--checkpoint", fixture + "model.safetensors", "--poisoned-set", "/nonexistent/set"]
         XCTAssertTrue(message(["--method", "sentinet"] + base).contains("--method sentinet: unknown detector; expected one of strip, spectral, ac"))
-        XCTAssertTrue(message(["--method", "strip", "--frr", "1"] + base).contains("--frr 1.0 is out of range"))
+        XCTAssertTrue(message(["--method", "strip", "--frr", "1"] + base).contains("--frr 1 is out of range: expected a number in [0, 1)"))
         XCTAssertTrue(message(["--method", "ac", "--ac-dims", "0"] + base).contains("--ac-dims 0 is out of range"))
         XCTAssertTrue(message(["--method", "spectral", "--limit", "0"] + base).contains("--limit 0 is out of range"))
         XCTAssertTrue(message(["--method", "spectral"] + base).contains("/nonexistent/set: no such folder"))

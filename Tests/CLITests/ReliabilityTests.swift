@@ -84,7 +84,7 @@ final class ReliabilityTests: XCTestCase {
         assertRefused(TrainCommand.self, ["--seed", "-5"], ["-5", "0...18446744073709551615"])
         assertRefused(BenchCommand.self, ["--batch-size", "0"], ["--batch-size 0 is out of range: expected at least 1"])
         assertRefused(BenchCommand.self, ["--steps", "0"], ["--steps 0 is out of range"])
-        assertRefused(PoisonCommand.self, ["--export", "x"], ["poison needs --poison-type badnets, blend, clean-label, sig, wanet, bpp or ftrojan"])
+        assertRefused(PoisonCommand.self, ["--export", "x"], ["poison needs --poison-type badnets, blend, clean-label, sig, wanet, bpp, ftrojan", "trojannn"])
         assertRefused(TrainCommand.self, ["--train-limit", "10000000"],
                       ["--train-limit 10000000 is out of range: expected 1...45000"])
         assertRefused(TrainCommand.self, ["--train-limit", "49000", "--val-frac", "0.1"], ["expected 1...45000"])

@@ -289,10 +289,31 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(straight.ranStages, ["badnets/poison", "badnets/train", "badnets/eval", "badnets/anp", "badnets/prune"])
     }
 
+    /// `backdoor run --attacks trojannn`: a clean model first, the trigger optimised against it,
+    /// then the usual stages; the trigger information holds the optimised pattern.
+    func testTrojanNNRunTrainsTheCleanModelFirstAndOptimisesAgainstIt() throws {
+        let data = try dataDirectory()
+        let root = try temporaryDirectory() + "/run"
+        try RunCommand.parse(["--output-dir", root, "--data-dir", data, "--attacks", "trojannn", "--trojannn-steps", "3"] + Self.tinyFlags).run()
+        let attack = root + "/trojannn"
+        for stage in ["clean", "poison", "train", "eval", "anp", "prune"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(attack)/\(stage)/done.json"), stage)
+        }
+        XCTAssertEqual(try json(attack + "/clean/config.json")["attack"] as? String, "benign", "the clean model is benign")
+        XCTAssertEqual((try json(attack + "/poison/config.json")["trojannn"] as? [String: Any])?["steps"] as? Int, 3)
+        let info = try TriggerInfo.read(path: attack + "/poison/" + TriggerInfo.fileName)
+        XCTAssertEqual(info.notes["trojannn_steps"], "3")
+        guard case let .trojannn(trigger) = info.trigger else { return XCTFail("\(info.trigger)") }
+        XCTAssertEqual(try TriggerInfo.read(path: attack + "/train/" + TriggerInfo.fileName), info, "training used that trigger")
+        XCTAssertTrue(trigger.pattern.contains { $0 != 0 })
+        XCTAssertEqual(try json(attack + "/poison/poison.json")["poisoned"] as? Int, Int((0.1 * 256).rounded()))
+    }
+
     func testBadFlagsAreRejectedNamingTheFlag() {
         for (flags, message) in [(["--attacks", "badnets,trojan"], "unknown attack \"trojan\""),
                                  (["--epochs", "0"], "--epochs 0 is out of range: expected at least 1"),
                                  (["--anp-alpha", "1.5"], "--anp-alpha 1.5 is out of range: expected a number in [0, 1]"),
+                                 (["--trojannn-steps", "0"], "--trojannn-steps 0 is out of range: expected at least 1"),
                                  (["--preset", "huge"], "huge")] {
             XCTAssertThrowsError(try RunCommand.parse(flags)) { error in
                 XCTAssertTrue(RunCommand.message(for: error).contains(message), "\(flags): \(RunCommand.message(for: error))")

@@ -92,5 +92,6 @@ final class ExperimentConfigTests: XCTestCase {
         XCTAssertEqual(benchmark.training, quick.training, "benchmark starts from quick")
         XCTAssertEqual(try benchmark.attackList().count, PoisonType.experimentAttacks.count)
         XCTAssertEqual(try benchmark.defenseList(), DefenseRegistry.names)
+        XCTAssertEqual(try benchmark.detectorList(), DetectionMethod.allCases)
     }
 }

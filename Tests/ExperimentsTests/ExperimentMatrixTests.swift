@@ -102,4 +102,46 @@ final class ExperimentMatrixTests: XCTestCase {
         XCTAssertEqual(try DefenseResult.read(path: base + "/resumed/blend/defense-clp/result.json").settings, ["u": 1])
         XCTAssertEqual(numbers(rerun).count, 4)
     }
+
+    /// Detectors in the matrix: each inspects the set the poison stage wrote (the set training
+    /// used), its leaderboard entry equals its result.json, and the report shows the table.
+    func testDetectorsInspectThePoisonStagesSetAndFillTheDetectionTable() throws {
+        let base = try temporaryDirectory()
+        let settings = try tinySettings(["matrix.attacks": ["badnets"], "matrix.defenses": [String](),
+                                         "matrix.detectors": ["spectral", "strip"],
+                                         "defense.settings": ["strip": ["blends": 4]]])
+        let board = try run(settings, base)
+        XCTAssertEqual(board.rows, [])
+        XCTAssertEqual(board.detection.map { "\($0.attack)/\($0.method)" }, ["badnets/spectral", "badnets/strip"])
+        let set = try PoisonedSetFolder.read(directory: base + "/badnets/poison")
+        XCTAssertEqual(set.count, 512)
+        let poisonJSON = try XCTUnwrap(try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: base + "/badnets/poison/poison.json"))) as? [String: Any])
+        XCTAssertEqual(poisonJSON["poisoned"] as? Int, set.poisonedIndices.count)
+        XCTAssertGreaterThan(set.poisonedIndices.count, 0)
+        XCTAssertTrue(set.poisonedIndices.allSatisfy { set.images.labels[$0] == 0 }, "BadNets relabels to the target")
+        for row in board.detection {
+            let result = try DetectionResult.read(path: base + "/badnets/detect-\(row.method)/result.json")
+            XCTAssertEqual(result.images, 512)
+            XCTAssertEqual(result.poisoned, set.poisonedIndices.count)
+            XCTAssertEqual(row.f1.mean, result.metrics.f1)
+            XCTAssertEqual(row.auroc?.mean, result.metrics.auroc)
+            XCTAssertEqual(row.fpr.mean, result.metrics.fpr)
+        }
+        XCTAssertEqual(try DetectionResult.read(path: base + "/badnets/detect-strip/result.json").settings["blends"], 4)
+        let csv = try String(contentsOfFile: base + "/detection.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(csv.map(String.init).first, Leaderboard.detectionCSVHeader)
+        XCTAssertTrue(csv[1].hasPrefix("badnets,spectral,resnet18,0,"), String(csv[1]))
+        XCTAssertEqual(try Leaderboard.read(path: base + "/leaderboard.json"), board)
+        let report = try String(contentsOfFile: base + "/report.md", encoding: .utf8)
+        XCTAssertTrue(report.contains("Poisoned-sample detection: attacks x methods"))
+
+        // An unknown detector or detector setting is a config error naming the key.
+        XCTAssertThrowsError(try tinySettings(["matrix.detectors": ["sentinet"]]).validate()) {
+            XCTAssertTrue("\($0)".contains("matrix.detectors: unknown detector \"sentinet\""), "\($0)")
+        }
+        XCTAssertThrowsError(try tinySettings(["defense.settings": ["strip": ["frr": 1.0]]]).validate()) {
+            XCTAssertTrue("\($0)".contains("defense.settings.strip: strip: frr 1 is out of range"), "\($0)")
+        }
+    }
 }

@@ -80,10 +80,10 @@ final class MatrixCellsTests: XCTestCase {
 
         // Cell 1 finished with these settings, cell 2 with others: a resubmission runs 0, 2 and 3.
         let cells = try ExperimentRunner.cells(settings, root: root)
-        try CellRecord(index: 1, cell: cells[1].relativeFolder, status: .done, settings: cells[1].settings, rows: []).write(folder: cells[1].folder)
+        try CellRecord(index: 1, cell: cells[1].relativeFolder, status: .done, settings: cells[1].settings, outcome: .init()).write(folder: cells[1].folder)
         var other = cells[2].settings
         other.training.epochs += 1
-        try CellRecord(index: 2, cell: cells[2].relativeFolder, status: .done, settings: other, rows: []).write(folder: cells[2].folder)
+        try CellRecord(index: 2, cell: cells[2].relativeFolder, status: .done, settings: other, outcome: .init()).write(folder: cells[2].folder)
         let again = try SlurmSubmission.prepare(settings, root: root, executable: "/opt/bin/backdoor", arguments: [],
                                                 workingDirectory: "/home/u", options: .init(), resume: true)
         XCTAssertEqual(again.cells, [0, 2, 3])
@@ -133,7 +133,7 @@ final class MatrixCellsTests: XCTestCase {
         try ExperimentConfigFile.yaml(settings).write(toFile: root + "/config.yaml", atomically: true, encoding: .utf8)
         let blendRows = try ExperimentRunner.runCell(settings, index: 1, root: root, dataDirectory: shared + "/cifar10", resume: true,
                                                      quiet: true, training: testBackend, inference: testBackend, slurm: nil)
-        XCTAssertEqual(blendRows.map { "\($0.attack)/\($0.defense)" }, ["blend/clp", "blend/anp"])
+        XCTAssertEqual(blendRows.rows.map { "\($0.attack)/\($0.defense)" }, ["blend/clp", "blend/anp"])
         XCTAssertEqual(files(under: root).filter { !$0.hasPrefix("blend/") }, ["config.yaml"], "a cell writes only inside its folder")
         XCTAssertTrue(files(under: root).contains("blend/run_log.txt"))
         XCTAssertEqual(CellRecord.read(folder: root + "/blend")?.status, .done)
