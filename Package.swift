@@ -37,7 +37,7 @@ let package = Package(
         // Experiment reports: HTML with inline SVG plots, Markdown.
         .target(name: "Reports", dependencies: ["Support"]),
         // Triggers, poisoning, clean-label PGD.
-        .target(name: "Attacks", dependencies: ["Support", "Datasets", "NN", "Formats"], resources: [.copy("ReferenceData")]),
+        .target(name: "Attacks", dependencies: ["Backend", "Support", "Datasets", "NN", "Formats"], resources: [.copy("ReferenceData")]),
         // Adversarial Neuron Pruning.
         .target(name: "Defenses", dependencies: ["Backend", "Datasets", "Formats", "Models", "NN", "Support", "Training"]),
         // The experiment runner: typed, YAML-configurable experiments, stages, the attack x defense matrix.

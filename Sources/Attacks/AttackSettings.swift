@@ -1,3 +1,4 @@
+import Backend
 import Datasets
 import Formats
 import Foundation
@@ -9,6 +10,7 @@ public enum PoisonType: String, CaseIterable {
     case benign, badnets, blend
     case cleanLabel = "clean-label"
     case sig, wanet, bpp, ftrojan, trojannn
+    case inputaware
 
     /// The pattern-and-mask trigger of the attacks that have one.
     public var triggerKind: Trigger.Kind? {
@@ -16,19 +18,23 @@ public enum PoisonType: String, CaseIterable {
         case .badnets: return .checkerboard1Corner
         case .blend: return .gaussianNoise
         case .cleanLabel: return .checkerboard4Corner
-        case .benign, .sig, .wanet, .bpp, .ftrojan, .trojannn: return nil
+        case .benign, .sig, .wanet, .bpp, .ftrojan, .trojannn, .inputaware: return nil
         }
     }
 
     /// WaNet and BPP poison each training batch afresh instead of a fixed set of images.
-    public var poisonsPerBatch: Bool { self == .wanet || self == .bpp }
+    public var poisonsPerBatch: Bool { self == .wanet || self == .bpp || self == .inputaware }
+
+    /// Input-aware's trigger is a pair of networks trained with the classifier: there is none
+    /// before training (`InputAwareTraining`; the trigger information is written after it).
+    public var trainsTrigger: Bool { self == .inputaware }
 
     /// Which images a fixed-set attack poisons, and so what `--poison-rate` means for it.
     public var selection: Poisoning.Selection {
         switch self {
         case .benign, .badnets, .blend: return .nonTarget
         case .cleanLabel, .sig: return .targetClass
-        case .wanet, .bpp, .ftrojan, .trojannn: return .wholeSet
+        case .wanet, .bpp, .ftrojan, .trojannn, .inputaware: return .wholeSet
         }
     }
 
@@ -68,7 +74,7 @@ public struct DataTriggerSettings: Equatable {
         case .ftrojan:
             return .ftrojan(try FTrojanTrigger(channels: ftrojanChannels, window: ftrojanWindow, magnitude: ftrojanMagnitude,
                                                positions: ftrojanPositions))
-        case .benign, .badnets, .blend, .cleanLabel, .trojannn: return nil
+        case .benign, .badnets, .blend, .cleanLabel, .trojannn, .inputaware: return nil
         }
     }
 
@@ -102,10 +108,13 @@ public struct AttackSettings: Equatable {
     public var data = DataTriggerSettings()
     /// TrojanNN's pattern optimisation.
     public var trojannn = TrojanNNSettings()
+    /// Input-aware.
+    public var inputAware = InputAwareSettings()
 
     public init(poisonType: PoisonType, target: Int = 0, rate: Double = 0.1, alpha: Double? = nil,
                 patternPath: String? = nil, cleanLabelDirectory: String? = nil, seed: UInt64 = 0,
-                data: DataTriggerSettings = DataTriggerSettings(), trojannn: TrojanNNSettings = TrojanNNSettings()) {
+                data: DataTriggerSettings = DataTriggerSettings(), trojannn: TrojanNNSettings = TrojanNNSettings(),
+                inputAware: InputAwareSettings = InputAwareSettings()) {
         self.poisonType = poisonType
         self.target = target
         self.rate = rate
@@ -115,6 +124,7 @@ public struct AttackSettings: Equatable {
         self.seed = seed
         self.data = data
         self.trojannn = trojannn
+        self.inputAware = inputAware
     }
 
     /// The opacity used: `alpha`, or the trigger's default.
@@ -136,6 +146,7 @@ public struct AttackSettings: Equatable {
         }
         _ = try data.trigger(for: poisonType, seed: seed)
         if poisonType == .trojannn { try trojannn.validate() }
+        if poisonType == .inputaware { try inputAware.validate() }
         if case .wanet = poisonType, !(data.crossRatio >= 0 && data.crossRatio.isFinite) {
             throw AttackError.invalidValue(name: "cross ratio", value: "\(data.crossRatio)", allowed: "a number >= 0")
         }
@@ -193,7 +204,7 @@ public struct AttackSettings: Equatable {
     public func trainingSet(attackerSet: ImageSet, triggerInfo: TriggerInfo?) throws -> PoisonedTrainingSet {
         try validate()
         switch poisonType {
-        case .benign, .wanet, .bpp:
+        case .benign, .wanet, .bpp, .inputaware:
             return PoisonedTrainingSet(clean: attackerSet)
         case .badnets, .blend, .sig, .ftrojan, .trojannn:
             guard let triggerInfo else { preconditionFailure("\(poisonType.rawValue) needs its trigger information") }
@@ -251,5 +262,24 @@ extension Trigger {
             throw FileError(patternFile, "trigger pattern is \(image.width)x\(image.height); expected a 32x32 image")
         }
         return (try .gaussianNoise(pattern: image.pixels, channels: image.channels, alpha: alpha), patternFile)
+    }
+}
+
+extension AttackSettings {
+    /// Input-aware's generators and their place in the training loop (nil for other attacks).
+    public func inputAwareTraining(trainSet: ImageSet, batchSize: Int, augment: Bool, on backend: Backend) throws -> InputAwareTraining? {
+        guard poisonType == .inputaware else { return nil }
+        try validate()
+        let attack = try InputAwareAttack(settings: inputAware, target: target, rate: rate, seed: seed, on: backend)
+        return InputAwareTraining(attack, trainSet: trainSet, batchSize: batchSize, augment: augment, seed: seed)
+    }
+
+    /// The trigger information of trained Input-aware generators, with the training settings as notes.
+    public func triggerInfo(trained attack: InputAwareAttack) throws -> TriggerInfo {
+        let s = attack.settings
+        let notes = ["poison_rate": "\(rate)", "poison_rate_meaning": poisonType.rateMeaning, "cross_ratio": "\(s.crossRatio)",
+                     "lambda_div": "\(s.lambdaDiv)", "lambda_norm": "\(s.lambdaNorm)", "mask_density": "\(s.maskDensity)",
+                     "lr_G": "\(s.lrG)", "lr_M": "\(s.lrM)", "clean_train_epochs": "\(s.maskEpochs)"]
+        return try TriggerInfo(poisonType: poisonType.rawValue, trigger: .inputAware(attack), target: target, notes: notes)
     }
 }

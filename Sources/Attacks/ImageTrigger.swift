@@ -24,6 +24,8 @@ public enum AttackTrigger: ImageTrigger, Equatable {
     case bpp(BPPSqueeze)
     case ftrojan(FTrojanTrigger)
     case trojannn(TrojanNNTrigger)
+    /// Input-aware's trained pattern and mask generators.
+    case inputAware(InputAwareAttack)
 
     var base: ImageTrigger {
         switch self {
@@ -33,6 +35,7 @@ public enum AttackTrigger: ImageTrigger, Equatable {
         case let .bpp(t): return t
         case let .ftrojan(t): return t
         case let .trojannn(t): return t
+        case let .inputAware(t): return t
         }
     }
 
@@ -55,6 +58,7 @@ public enum AttackTrigger: ImageTrigger, Equatable {
         case .bpp: return "bpp"
         case .ftrojan: return "ftrojan"
         case .trojannn: return "trojannn"
+        case .inputAware: return "inputaware"
         }
     }
 }

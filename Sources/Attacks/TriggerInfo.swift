@@ -1,5 +1,7 @@
+import Backend
 import Foundation
 import Formats
+import NN
 import Support
 
 /// What `backdoor train` saves beside a model so that `eval` and the defense can rebuild the
@@ -48,6 +50,7 @@ public struct TriggerInfo: Equatable {
 
     /// Writes the safetensors file and its JSON summary twin, each atomically.
     public func write(path: String) throws {
+        let tensors = try self.tensors()
         try SafeTensors(tensors: tensors, metadata: metadata).write(path: path)
         var summary: [String: Any] = metadata
         summary["poison_target"] = target
@@ -61,7 +64,7 @@ public struct TriggerInfo: Equatable {
         try AtomicFile.write(try JSONOutput.string(summary) + "\n", to: Self.jsonTwinPath(for: path))
     }
 
-    var tensors: [String: HostTensor] {
+    func tensors() throws -> [String: HostTensor] {
         let grid = [1, Trigger.height, Trigger.width, 2]
         switch trigger {
         case let .pattern(t):
@@ -74,6 +77,7 @@ public struct TriggerInfo: Equatable {
             let shape = [Trigger.height, Trigger.width, 3]
             return ["trojannn_pattern": HostTensor(uint8s: t.pattern, shape: shape), "trojannn_mask": HostTensor(uint8s: t.mask, shape: shape)]
         case .bpp, .ftrojan: return [:]
+        case let .inputAware(t): return try t.stateDicts()
         }
     }
 
@@ -92,6 +96,7 @@ public struct TriggerInfo: Equatable {
             metadata["ftrojan_magnitude"] = "\(t.magnitude)"
             metadata["ftrojan_positions"] = t.positions.flatMap { $0 }.map(String.init).joined(separator: ",")
         case .trojannn: break
+        case let .inputAware(t): metadata["generator_width"] = "\(t.settings.generatorWidth)"
         }
         if let patternSource { metadata["pattern_source"] = patternSource }
         return metadata
@@ -109,7 +114,8 @@ public struct TriggerInfo: Equatable {
 
     // MARK: Reading
 
-    public static func read(path: String) throws -> TriggerInfo {
+    /// Input-aware's generators are rebuilt on `backend` (an error without one).
+    public static func read(path: String, backend: Backend? = nil) throws -> TriggerInfo {
         func fail(_ message: String) -> FileError {
             FileError(path, "\(message) (a trigger information file is safetensors as written by `backdoor train`; see docs/trigger-info.md)")
         }
@@ -135,12 +141,23 @@ public struct TriggerInfo: Equatable {
         let targetText = try field("poison_target")
         guard let target = Int(targetText) else { throw fail("poison_target \"\(targetText)\" is not an integer") }
         let notes = file.metadata.filter { !Self.triggerKeys.contains($0.key) }
+        if typeName == "inputaware" {
+            guard let backend else { throw fail("trigger_type inputaware needs a compute backend to rebuild its generators") }
+            let widthText = try field("generator_width")
+            guard let width = Int(widthText) else { throw fail("generator_width \"\(widthText)\" is not a whole number") }
+            do {
+                let attack = try InputAwareAttack(stateDicts: file.tensors, generatorWidth: width, target: target, on: backend, source: path)
+                return try TriggerInfo(poisonType: try field("poison_type"), trigger: .inputAware(attack), target: target, notes: notes)
+            } catch let error as ShapeError {
+                throw fail("\(error)")
+            }
+        }
         if let trigger = try dataTrigger(typeName, file: file, fail: fail) {
             return try TriggerInfo(poisonType: try field("poison_type"), trigger: trigger, target: target, notes: notes)
         }
         guard let kind = Trigger.Kind(rawValue: typeName) else {
             throw fail("trigger_type \"\(typeName)\" is unknown; expected one of "
-                + (Trigger.Kind.allCases.map(\.rawValue) + ["sig", "wanet", "bpp", "ftrojan", "trojannn"]).joined(separator: ", "))
+                + (Trigger.Kind.allCases.map(\.rawValue) + ["sig", "wanet", "bpp", "ftrojan", "trojannn", "inputaware"]).joined(separator: ", "))
         }
         let alphaText = try field("trigger_alpha")
         guard let alpha = Double(alphaText) else { throw fail("trigger_alpha \"\(alphaText)\" is not a number") }
@@ -175,7 +192,7 @@ public struct TriggerInfo: Equatable {
     static let triggerKeys: Set<String> = [
         "format", "version", "poison_type", "trigger_type", "poison_target", "pattern_source", "trigger_alpha",
         "sig_delta", "sig_f", "wanet_k", "wanet_s", "grid_rescale", "squeeze_num", "dithering",
-        "ftrojan_channels", "ftrojan_window", "ftrojan_magnitude", "ftrojan_positions",
+        "ftrojan_channels", "ftrojan_window", "ftrojan_magnitude", "ftrojan_positions", "generator_width",
     ]
 
     /// SIG, WaNet, BPP, FTrojan or TrojanNN rebuilt from the file's settings (and WaNet's grids,

@@ -14,12 +14,12 @@ extension Attacks.PoisonType: ExpressibleByArgument {}
 struct AttackOptions: ParsableArguments {
     typealias PoisonType = Attacks.PoisonType
 
-    @Option(help: "Attack: benign, badnets, blend, clean-label, sig, wanet, bpp, ftrojan or trojannn.") var poisonType: PoisonType = .benign
+    @Option(help: "Attack: benign, badnets, blend, clean-label, sig, wanet, bpp, ftrojan, trojannn or inputaware.") var poisonType: PoisonType = .benign
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget = 0
     @Option(help: ArgumentHelp("Share of the training images to poison (its meaning depends on the attack).",
                                discussion: "badnets, blend: floor(rate x non-target images), relabelled. sig, clean-label: round(rate x all "
                                    + "images), at most the whole target class (0.1 is all of it), labels kept. ftrojan: round(rate x all images), "
-                                   + "relabelled. wanet, bpp: int(rate x batch size) of every training batch, relabelled. trojannn: round(rate x all images), relabelled."))
+                                   + "relabelled. wanet, bpp, inputaware: int(rate x batch size) of every training batch, relabelled. trojannn: round(rate x all images), relabelled."))
     var poisonRate = 0.1
     @Option(help: "Trigger opacity (default 1.0 for BadNets and clean-label, 0.2 for Blend).") var triggerAlpha: Double?
     @Option(help: "32x32 PNG pattern for the Blend trigger (default: the papers' cifar_gaussian_noise.png, shipped; `seeded`: the tool's own seeded noise).") var triggerPattern: String?
@@ -29,7 +29,8 @@ struct AttackOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "WaNet: side of the random warp field before upsampling.") var wanetK = WaNetWarp.defaultK
     @Option(help: "WaNet: strength of the warp.") var wanetS = WaNetWarp.defaultS
     @Option(help: "WaNet: scale of the warped sampling grid.") var gridRescale = WaNetWarp.defaultGridRescale
-    @Option(help: "WaNet: noise-mode images (warp plus jitter, labels kept) per triggered image of a batch.") var crossRatio = 2.0
+    @Option(help: "WaNet: noise-mode images (warp plus jitter, labels kept) per triggered image of a batch (default 2). Input-aware: cross-trigger images (another image's pattern and mask, labels kept) per triggered image (default 1).")
+    var crossRatio: Double?
     @Option(parsing: .unconditional, help: "BPP: colour levels per channel after squeezing.") var squeezeNum = BPPSqueeze.defaultSqueezeNum
     @Option(help: "BPP: Floyd-Steinberg dithering when squeezing (true or false).") var dithering = false
     @Option(help: "BPP: negative samples (squeeze residual of another image, labels kept) as a share of each batch.") var negRatio = 0.1
@@ -45,6 +46,7 @@ struct AttackOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "TrojanNN: sign-gradient steps of the pattern (mask_update_iters).") var trojannnSteps = 1000
     @Option(help: "TrojanNN: step of the pattern in [0, 1] pixel scale (the PGD alpha).") var trojannnStepSize = 0.1
     @Option(help: "TrojanNN: how far the pattern may move from the mask image, [0, 1] pixel scale (the PGD eps).") var trojannnEps = 0.3
+    @OptionGroup var inputAware: InputAwareOptions
 
     func validate() throws {
         guard (0...1).contains(poisonRate) else {
@@ -61,6 +63,7 @@ struct AttackOptions: ParsableArguments {
             throw ValidationError("--ftrojan-positions \(ftrojanPositions) holds \(positions.count) numbers; expected row,column pairs")
         }
         _ = try Self.integers(ftrojanChannels, flag: "--ftrojan-channels")
+        _ = try inputAware.settings(crossRatio: crossRatio)
         if poisonType == .trojannn && trojannnModel == nil {
             throw ValidationError("--poison-type trojannn needs --trojannn-model PATH: the clean model to optimise the trigger against "
                 + "(a checkpoint, e.g. from `backdoor train --poison-type benign`)")
@@ -103,7 +106,7 @@ struct AttackOptions: ParsableArguments {
     var dataTriggers: DataTriggerSettings {
         var d = DataTriggerSettings()
         (d.sigDelta, d.sigFrequency) = (sigDelta, sigF)
-        (d.wanetK, d.wanetS, d.gridRescale, d.crossRatio) = (wanetK, wanetS, gridRescale, crossRatio)
+        (d.wanetK, d.wanetS, d.gridRescale, d.crossRatio) = (wanetK, wanetS, gridRescale, crossRatio ?? d.crossRatio)
         (d.squeezeNum, d.dithering, d.negativeRatio) = (squeezeNum, dithering, negRatio)
         (d.ftrojanMagnitude, d.ftrojanWindow) = (ftrojanMagnitude, ftrojanWindow)
         d.ftrojanChannels = (try? Self.integers(ftrojanChannels, flag: "--ftrojan-channels")) ?? d.ftrojanChannels
@@ -118,7 +121,7 @@ struct AttackOptions: ParsableArguments {
     var resultSettings: [String: String] {
         switch poisonType {
         case .sig: return ["--sig-delta": "\(sigDelta)", "--sig-f": "\(sigF)"]
-        case .wanet: return ["--wanet-k": "\(wanetK)", "--wanet-s": "\(wanetS)", "--grid-rescale": "\(gridRescale)", "--cross-ratio": "\(crossRatio)"]
+        case .wanet: return ["--wanet-k": "\(wanetK)", "--wanet-s": "\(wanetS)", "--grid-rescale": "\(gridRescale)", "--cross-ratio": "\(dataTriggers.crossRatio)"]
         case .bpp: return ["--squeeze-num": "\(squeezeNum)", "--dithering": "\(dithering)", "--neg-ratio": "\(negRatio)"]
         case .ftrojan:
             return ["--ftrojan-magnitude": "\(ftrojanMagnitude)", "--ftrojan-window": "\(ftrojanWindow)",
@@ -127,6 +130,8 @@ struct AttackOptions: ParsableArguments {
             return ["--trojannn-model": trojannnModel ?? "", "--trojannn-mask": trojannnMask ?? "apple4", "--trojannn-layer": trojannnLayer,
                     "--trojannn-neurons": "\(trojannnNeurons)", "--trojannn-target-value": "\(trojannnTargetValue)",
                     "--trojannn-steps": "\(trojannnSteps)", "--trojannn-step-size": "\(trojannnStepSize)", "--trojannn-eps": "\(trojannnEps)"]
+        case .inputaware:
+            return inputAware.resultSettings.merging(["--cross-ratio": "\((try? inputAware.settings(crossRatio: crossRatio))?.crossRatio ?? 1)"]) { $1 }
         default: return [:]
         }
     }

@@ -39,7 +39,7 @@ struct EvalCommand: ParsableCommand {
                                      "checkpoint": checkpoint, "architecture": model.architecture,
                                      "width": model.width as Any]
         if let triggerInfo {
-            let info = try TriggerInfo.read(path: triggerInfo)
+            let info = try TriggerInfo.read(path: triggerInfo, backend: model.backend)
             let poisonSet = try Poisoning.testSet(test, trigger: info.trigger, target: info.target)
             let poison = try Evaluation.evaluate(model, on: poisonSet, batchSize: batchSize)
             let robust = try Evaluation.evaluate(model, on: try Poisoning.triggeredTestSet(test, trigger: info.trigger, target: info.target),

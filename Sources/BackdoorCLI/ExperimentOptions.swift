@@ -31,7 +31,7 @@ struct ExperimentOptions: ParsableArguments {
     var testLimit: Int?
     @Option(help: "Before/after numbers (summary.json, leaderboard) on the first N test images (default: all 10,000).")
     var evalLimit: Int?
-    @Option(help: "Share to poison: floor(rate x non-target images) for BadNets, Blend; round(rate x training images) capped by the target class for clean-label, SIG (0.1: all of it); round(rate x training images) for FTrojan, TrojanNN; int(rate x batch size) per batch for WaNet, BPP.")
+    @Option(help: "Share to poison: floor(rate x non-target images) for BadNets, Blend; round(rate x training images) capped by the target class for clean-label, SIG (0.1: all of it); round(rate x training images) for FTrojan, TrojanNN; int(rate x batch size) per batch for WaNet, BPP, inputaware.")
     var poisonRate: Double?
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget: Int?
     @Option(help: "32x32 PNG pattern for the Blend trigger (default: the papers' cifar_gaussian_noise.png, shipped; `seeded`: the tool's own seeded noise).") var triggerPattern: String?

@@ -23,7 +23,9 @@ struct PoisonCommand: ParsableCommand {
     @Option(help: "Fraction of the training set kept as the defender's clean split.") var valFrac = 0.1
     @Option(parsing: .unconditional, help: "Seed for the poisoned-image draw, the seeded Blend pattern and a missing split.", transform: parseSeed) var seed: UInt64 = 0
     @Option(help: "Folder to write the arrays, trigger information and examples to.") var export: String
-    @Option(parsing: .unconditional, help: "WaNet, BPP: the training batch size whose epoch draw is written.") var batchSize = 128
+    @Option(parsing: .unconditional, help: "WaNet, BPP, inputaware: the training batch size whose epoch draw is written.") var batchSize = 128
+    @Option(help: "Input-aware: the trigger information of a `backdoor train --poison-type inputaware` run (its trained generators).")
+    var triggerInfo: String?
 
     func validate() throws {
         guard attack.poisonType != .benign else {
@@ -33,6 +35,10 @@ struct PoisonCommand: ParsableCommand {
                 + "(benign, the default, poisons nothing)")
         }
         guard valFrac >= 0, valFrac < 1 else { throw ValidationError("--val-frac must be in [0, 1), got \(valFrac)") }
+        if attack.poisonType.trainsTrigger && triggerInfo == nil {
+            throw ValidationError("poison --poison-type inputaware needs --trigger-info: its trigger is a pair of generators trained "
+                + "with the classifier; `backdoor train --poison-type inputaware` writes them to trigger_info.safetensors")
+        }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
         try attack.settings(seed: seed).validateNamingFlags()
     }
@@ -47,13 +53,31 @@ struct PoisonCommand: ParsableCommand {
         var poisoned = try settings.trainingSet(attackerSet: attackerSet, triggerInfo: trigger)
         let batchAttack = try settings.batchAttack(triggerInfo: trigger)
         if let batchAttack { poisoned = batchAttack.epochDraw(attackerSet, batchSize: batchSize, seed: seed) }
-        let files = try PoisonedSetFolder.export(poisoned, clean: attackerSet, triggerInfo: trigger!, to: export)
+        var info = trigger
+        if settings.poisonType.trainsTrigger, let triggerInfo {
+            (poisoned, info) = try inputAwareDraw(triggerInfo, settings: settings, attackerSet: attackerSet)
+        }
+        let files = try PoisonedSetFolder.export(poisoned, clean: attackerSet, triggerInfo: info!, to: export)
 
         let alpha = settings.poisonType.triggerKind == nil ? "" : ", alpha \(settings.effectiveAlpha)"
         print("\(settings.poisonType.rawValue): \(poisoned.poisonedIndices.count) of \(poisoned.count) attacker-split images "
-            + "poisoned\(batchAttack == nil ? "" : " in one epoch's draw (batch size \(batchSize))") (target \(settings.target)\(alpha)); "
+            + "poisoned\(batchAttack == nil && !settings.poisonType.trainsTrigger ? "" : " in one epoch's draw (batch size \(batchSize))") (target \(settings.target)\(alpha)); "
             + "--poison-rate \(settings.rate) is a \(settings.poisonType.rateMeaning); split from \(split.path)")
         for file in files { print("wrote \(file)") }
+    }
+
+    /// Input-aware's epoch draw with the generators of a trained run, at this command's rate and target.
+    func inputAwareDraw(_ path: String, settings: AttackSettings, attackerSet: ImageSet) throws -> (PoisonedTrainingSet, TriggerInfo) {
+        let backend = try compute.backend(for: .inference)
+        let read = try TriggerInfo.read(path: path, backend: backend)
+        guard case let .inputAware(trained) = read.trigger else {
+            throw ValidationError("--trigger-info \(path) holds a \(read.poisonType) trigger; expected the generators of "
+                + "`backdoor train --poison-type inputaware`")
+        }
+        let attack = try InputAwareAttack(stateDicts: try trained.stateDicts(), generatorWidth: trained.settings.generatorWidth,
+                                          target: settings.target, rate: settings.rate, on: backend, source: path)
+        let draw = try InputAwareTraining(attack, trainSet: attackerSet, batchSize: batchSize, augment: false, seed: seed).epochDraw()
+        return (draw, try settings.triggerInfo(trained: attack))
     }
 }
 
@@ -62,7 +86,8 @@ extension AttackOptions {
     func settings(seed: UInt64) -> AttackSettings {
         AttackSettings(poisonType: Attacks.PoisonType(rawValue: poisonType.rawValue)!, target: poisonTarget,
                        rate: poisonRate, alpha: triggerAlpha, patternPath: triggerPattern,
-                       cleanLabelDirectory: clbDir, seed: seed, data: dataTriggers, trojannn: trojannn)
+                       cleanLabelDirectory: clbDir, seed: seed, data: dataTriggers, trojannn: trojannn,
+                       inputAware: (try? inputAware.settings(crossRatio: crossRatio)) ?? InputAwareSettings())
     }
 }
 

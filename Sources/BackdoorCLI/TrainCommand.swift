@@ -106,11 +106,19 @@ struct TrainCommand: ParsableCommand {
         trainer.checkpointMetadata = ["poison_type": attack.poisonType.rawValue]
         trainer.runSettings = resultSettings
         trainer.batchPoisoning = prepared.batchAttack
+        let settings = attack.settings(seed: seed)
+        let inputAware = try settings.inputAwareTraining(trainSet: prepared.train, batchSize: batchSize, augment: augment,
+                                                         on: trainer.model.backend)
+        trainer.jointAttack = inputAware
         if !quiet {
             print("training \(trainer.model.description) (\(trainer.model.parameterCount) parameters) on \(prepared.train.count) images"
                 + " (\(prepared.poisonedCount) poisoned), \(trainer.model.backend.summary)")
         }
         try trainer.run(resume: resume)
+        if let inputAware {
+            // The trigger is what training made: its information is written once the generators are trained.
+            try settings.triggerInfo(trained: inputAware.attack).write(path: outputDir + "/" + TriggerInfo.fileName)
+        }
         if !quiet { print("model: \(trainer.modelPath)") }
     }
 }

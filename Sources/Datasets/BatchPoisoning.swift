@@ -58,3 +58,16 @@ public enum BatchAugmentation {
         }
     }
 }
+
+/// An attack whose trigger is a network trained along with the classifier (Input-aware): it
+/// remakes each clean training batch and learns from the classifier's input gradient.
+public protocol JointTrainingAttack: AnyObject {
+    /// Runs before the classifier's first epoch (Input-aware's mask generator pretraining).
+    func prepare(log: (String) -> Void) throws
+    /// The batch the classifier trains on, from the loader's clean batch `number` of `epoch`.
+    func trainingBatch(_ clean: Batch, epoch: Int, number: Int) throws -> Batch
+    /// The gradient of the classifier's mean loss with respect to that batch's images (NCHW).
+    func learn(inputGradient: [Float], epoch: Int) throws
+    /// The attack-success test set (non-target images, triggered, labelled with the target).
+    func poisonTest(from cleanTest: ImageSet) throws -> ImageSet
+}

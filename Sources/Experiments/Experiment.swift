@@ -149,9 +149,14 @@ public final class Experiment {
     }
 
     private func attackSettings(_ poisonType: PoisonType) -> AttackSettings {
-        AttackSettings(poisonType: poisonType, target: settings.attack.target, rate: settings.attack.poisonRate,
-                       patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil, seed: settings.seed,
-                       trojannn: settings.attack.trojannn.attack)
+        var attack = AttackSettings(poisonType: poisonType, target: settings.attack.target, rate: settings.attack.poisonRate,
+                                    patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil, seed: settings.seed,
+                                    trojannn: settings.attack.trojannn.attack)
+        // Input-aware's generators follow the classifier's size: the reference's width 32 and 25 mask
+        // epochs at width 64 and 25+ epochs, narrower (width / 2) and at most the run's epochs below.
+        attack.inputAware.generatorWidth = max(settings.model.width / 2, 1)
+        attack.inputAware.maskEpochs = min(attack.inputAware.maskEpochs, settings.training.epochs)
+        return attack
     }
 
     private var dataConfig: [String: Any] {
@@ -174,8 +179,9 @@ public final class Experiment {
             config["pgd"] = ["eps": settings.attack.pgd.eps, "step": settings.attack.pgd.step, "iterations": settings.attack.pgd.iterations,
                              "restarts": settings.attack.pgd.restarts]
         }
-        let outputs = [TriggerInfo.fileName, PoisonedSetFolder.examplesFile, PoisonedSetFolder.dataFile, PoisonedSetFolder.labelFile,
-                       PoisonedSetFolder.flagFile]
+        // Input-aware has no trigger before training: its train stage writes the trigger information.
+        let outputs = attack.trainsTrigger ? [] : [TriggerInfo.fileName, PoisonedSetFolder.examplesFile, PoisonedSetFolder.dataFile,
+                                                   PoisonedSetFolder.labelFile, PoisonedSetFolder.flagFile]
         return try stage(attack.rawValue, "poison", config: config, upstream: upstream, outputs: outputs) { folder, _ in
             let attacker = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.data.valFrac).attacker)
             if attack == .cleanLabel, let upstream {
@@ -201,7 +207,10 @@ public final class Experiment {
             let cleanModel = try upstream.map { try Checkpoint.load($0.file("model_last.safetensors"), on: inference).model }
             let (info, note) = try attackSettings.triggerInfo(cleanModel: cleanModel, log: { self.log.say($0) })
             if let note { log.say("note: \(note)") }
-            guard let info else { return }
+            guard let info else {
+                if attack.trainsTrigger { log.say("\(attack.rawValue): the trigger is trained with the classifier (the train stage writes it)") }
+                return
+            }
             let limited = dataset.train.subset(Array(DataSplit(permutation: permutation, valFrac: settings.data.valFrac)
                 .attacker.prefix(settings.data.trainLimit ?? attacker.count)))
             var poisoned = try attackSettings.trainingSet(attackerSet: limited, triggerInfo: info)
@@ -245,8 +254,9 @@ public final class Experiment {
             "seed": settings.seed, "data": dataConfig,
         ]
         let attackSettings = attackSettings(poisonType)
-        let info = try upstream.map { try TriggerInfo.read(path: $0.file(TriggerInfo.fileName)) }
+        let info = poisonType.trainsTrigger ? nil : try upstream.map { try TriggerInfo.read(path: $0.file(TriggerInfo.fileName)) }
         let outputs = ["model_last.safetensors", "train_log.jsonl"] + (info == nil ? [] : ["samples.png"])
+            + (poisonType.trainsTrigger ? ["samples.png", TriggerInfo.fileName] : [])
         let folder = try stage(attack.rawValue, folderName, config: config, upstream: upstream, outputs: outputs) { folder, continuing in
             // Fixed-set attacks train on the set the poison stage wrote; WaNet and BPP on the clean split.
             let poisoned = try upstream.flatMap { poisonType.poisonsPerBatch ? nil : try PoisonedSetFolder.read(directory: $0.path) }
@@ -260,6 +270,9 @@ public final class Experiment {
             trainer.quiet = quiet
             trainer.checkpointMetadata = ["poison_type": poisonType.rawValue]
             trainer.batchPoisoning = data.batchAttack
+            let inputAware = try attackSettings.inputAwareTraining(trainSet: data.train, batchSize: settings.training.batchSize,
+                                                                   augment: settings.training.augment, on: training)
+            trainer.jointAttack = inputAware
             if let info {
                 try info.write(path: folder.file(TriggerInfo.fileName))
                 try PNG.write(Self.samples(clean: data.cleanTest, target: info.target, trigger: info.trigger),
@@ -283,6 +296,12 @@ public final class Experiment {
                 try onEpoch?(folderName, record)
             }
             try trainer.run(resume: continuing)
+            if let inputAware {
+                let trained = try attackSettings.triggerInfo(trained: inputAware.attack)
+                try trained.write(path: folder.file(TriggerInfo.fileName))
+                try PNG.write(Self.samples(clean: data.cleanTest, target: trained.target, trigger: trained.trigger),
+                              path: folder.file("samples.png"))
+            }
         }
         return TrainedModel(stage: folder)
     }
@@ -310,7 +329,7 @@ public final class Experiment {
 
     /// The evaluation test set and its triggered twin for the trigger of a training stage.
     func evaluationSets(trainFolder: String) throws -> (clean: ImageSet, poison: ImageSet) {
-        let info = try TriggerInfo.read(path: (trainFolder as NSString).appendingPathComponent(TriggerInfo.fileName))
+        let info = try TriggerInfo.read(path: (trainFolder as NSString).appendingPathComponent(TriggerInfo.fileName), backend: inference)
         let clean = evaluationTest
         return (clean, try Poisoning.testSet(clean, trigger: info.trigger, target: info.target))
     }

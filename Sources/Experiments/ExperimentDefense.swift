@@ -38,7 +38,7 @@ extension Experiment {
         return try stage(attackFolder ?? attack.rawValue, folderName, config: stageConfig, upstream: upstream,
                          outputs: [MaskFile.fileName, "anp_log.jsonl"]) { folder, continuing in
             let (model, _) = try Checkpoint.load(trainFolder + "/model_last.safetensors", on: inference)
-            let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName)
+            let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName, backend: inference)
             var test = dataset.test
             if let limit = settings.evaluation.testLimit, limit < test.count { test = test.subset(Array(0..<limit)) }
             let defender = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.defense.anp.frac).defender)
@@ -108,7 +108,7 @@ extension Experiment {
         let folder = try stage(attack.rawValue, "prune", config: config, upstream: anp, outputs: outputs) { folder, _ in
             let modelPath = trainFolder + "/model_last.safetensors"
             let scores = try MaskFile.read(path: anp.file(MaskFile.fileName))
-            let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName)
+            let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName, backend: inference)
             let sets = try evaluationSets(trainFolder: trainFolder)
             let evaluate = { (model: Model) in try BackdoorMetrics.evaluate(model, clean: sets.clean, poison: sets.poison) }
             // The sweeps evaluate dozens of models: on the --test-limit subset; the chosen

@@ -122,7 +122,11 @@ extension Experiment {
                 robustBefore: result.before.robustAccuracy, robustAfter: result.after.robustAccuracy,
                 seconds: result.seconds, folder: prefix + "defense-\(name)")
         }
-        outcome.detections = try detectors.map { method in
+        // Input-aware's triggers come from generators trained with the model: no poisoned set to inspect.
+        if attack.trainsTrigger && !detectors.isEmpty {
+            log.say("\(attack.rawValue): no poisoned training set (its trigger is trained with the model); detectors skipped")
+        }
+        outcome.detections = try (attack.trainsTrigger ? [] : detectors).map { method in
             upstreamRan = trainedRan
             let result = try detect(attack, with: method, trained: trained)
             return Leaderboard.DetectionCell(
@@ -172,7 +176,7 @@ extension Experiment {
                                outputs: [DefenseResult.fileName, "model.safetensors"]) { folder, _ in
             let (model, _) = try Checkpoint.load(trained.modelPath, on: inference)
             let clean = dataset.train.subset(DataSplit(permutation: permutation, valFrac: fraction).defender)
-            let info = try TriggerInfo.read(path: trained.stage.file(TriggerInfo.fileName))
+            let info = try TriggerInfo.read(path: trained.stage.file(TriggerInfo.fileName), backend: inference)
             _ = try DefenseRun.run(defense, checkpoint: trained.modelPath, model: model, clean: clean, cleanSource: splitSource,
                                    test: evaluationTest, triggerInfo: info, directory: folder.path, quiet: true)
         }

@@ -95,6 +95,9 @@ public final class Trainer {
     public var onEpoch: ((EpochRecord) throws -> Void)?
     /// WaNet and BPP poison each batch as it is drawn rather than the training set once.
     public var batchPoisoning: BatchPoisoning?
+    /// Input-aware trains its generators with the classifier: it remakes each batch and learns
+    /// from the classifier's input gradient; its poisoned test set is remade after each epoch.
+    public var jointAttack: JointTrainingAttack?
 
     public var modelPath: String { outputDirectory + "/model_last.safetensors" }
     var resumePath: String { outputDirectory + "/resume_state.safetensors" }
@@ -123,6 +126,10 @@ public final class Trainer {
         var records: [EpochRecord] = []
         var startEpoch = 0
         if resume, FileManager.default.fileExists(atPath: resumePath) {
+            if jointAttack != nil {
+                throw TrainingError(description: "--resume: an attack that trains its own networks with the classifier "
+                    + "(inputaware) cannot resume, its generators are not in \(resumePath); train afresh with --overwrite")
+            }
             (startEpoch, records) = try restore()
             say("resuming after epoch \(startEpoch) of \(config.epochs)")
         } else {
@@ -139,19 +146,24 @@ public final class Trainer {
         let loader = BatchLoader(images: trainSet, batchSize: config.batchSize, shuffle: true, augment: config.augment,
                                  seed: config.seed)
         loader.poisoning = batchPoisoning
+        if startEpoch == 0 { try jointAttack?.prepare(log: say) }
         for epoch in startEpoch..<config.epochs {
             let start = Date()
             let lr = schedule.learningRate(epoch: epoch)
             sgd.learningRate = lr
             let progress = ProgressBar(total: trainSet.count, label: "epoch \(epoch + 1)/\(config.epochs)", quiet: quiet)
             var lossSum = 0.0, correct = 0, seen = 0
-            for batch in loader.epoch(epoch) {
+            for (number, clean) in loader.epoch(epoch).enumerated() {
+                let batch = try jointAttack?.trainingBatch(clean, epoch: epoch, number: number) ?? clean
                 let logits = try model.forward(images: batch.images, count: batch.count, mode: .training)
                 let ce = CrossEntropy.evaluate(logits: logits, labels: batch.labels, classes: model.numClasses)
                 guard ce.meanLoss.isFinite else {
                     throw divergence(loss: ce.meanLoss, epoch: epoch + 1, images: seen, learningRate: lr)
                 }
-                try model.backward(logitsGradient: ce.logitsGradient, weightGradients: true, wantInputGradient: false)
+                if let gradient = try model.backward(logitsGradient: ce.logitsGradient, weightGradients: true,
+                                                     wantInputGradient: jointAttack != nil) {
+                    try jointAttack?.learn(inputGradient: gradient, epoch: epoch)
+                }
                 try sgd.step(model.parameters)
                 lossSum += Double(ce.meanLoss) * Double(batch.count)
                 correct += ce.correct
@@ -160,7 +172,9 @@ public final class Trainer {
                 progress.update(to: seen)
             }
             progress.finish()
-            let poison = try poisonTest.map { try Evaluation.evaluate(model, on: $0) }
+            let poison = try (jointAttack.map { try $0.poisonTest(from: cleanTest) } ?? poisonTest).map {
+                try Evaluation.evaluate(model, on: $0)
+            }
             let clean = try Evaluation.evaluate(model, on: cleanTest)
             let record = EpochRecord(epoch: epoch + 1, lr: Double(lr), time: Date().timeIntervalSince(start),
                                      trainLoss: lossSum / Double(max(seen, 1)), trainAcc: Double(correct) / Double(max(seen, 1)),
