@@ -4,7 +4,7 @@ SWIFT_TEST_FLAGS = -c release -Xswiftc -enable-testing
 DATA_DIR ?= ../shared/data/cifar10
 SPLIT_FILE ?= ../shared/data/anp/cifar_shuffle.txt
 
-.PHONY: setup build test quick bench fuzz
+.PHONY: setup build test quick bench bench-zoo fuzz
 setup:
 	bash scripts/setup.sh
 
@@ -23,6 +23,10 @@ fuzz: setup
 # BackdoorLab and PyTorch side by side (PyTorch half needs `pip install torch`).
 bench: setup
 	bash scripts/bench/compare.sh 64 128 3
+
+# Every --model beside PyTorch's: train and eval img/s at batch 128 (about 25 minutes on 2 cores).
+bench-zoo: setup
+	bash scripts/bench/zoo.sh 2 1 1
 
 # The main job: one attack from poisoning to the repaired model, with report.html.
 quick: build

@@ -40,6 +40,7 @@ struct BenchCommand: ParsableCommand {
             let trainingBackend = try compute.backend(for: .training)
             result["threads"] = trainingBackend.threads
             let model = try network.architecture.model(width: width, seed: 1, on: trainingBackend)
+            result["parameter_count"] = model.parameterCount
             let sgd = SGD()
             result["train_images_per_s"] = try Self.rate({
                 let logits = try model.forward(images: images, count: batchSize, mode: .training)
