@@ -31,7 +31,7 @@ struct DetectCommand: ParsableCommand {
     @Option(help: "Inspect only the first N images of the set (quick runs).") var limit: Int?
     @OptionGroup var data: DataOptions
     @OptionGroup var compute: ComputeOptions
-    @Option(help: "strip: fraction of the training set held by the defender as clean images.") var cleanFrac = 0.01
+    @Option(help: "strip: fraction of the training set held by the defender as clean images.") var cleanFrac = DetectionMethod.defaultCleanFraction
     @Option(help: "strip: clean images superimposed on each inspected image (the reference's N).") var blends = 100
     @Option(help: "strip: weight of the clean image in the superimposition x + alpha * clean (normalised inputs).")
     var stripAlpha = 1.0

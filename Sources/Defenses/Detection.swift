@@ -202,6 +202,9 @@ public enum DetectionMethod: String, CaseIterable {
 
     public var usesCleanImages: Bool { self == .strip }
 
+    /// STRIP's clean images: this share of the training set, from the defender's end of the split.
+    public static let defaultCleanFraction = 0.01
+
     /// Every setting with its default (the papers' code's), by the config name its `settings` reports.
     public var defaults: [String: Double] {
         switch self {

@@ -137,15 +137,12 @@ extension Experiment {
         return outcome
     }
 
-    /// STRIP's clean images unless `defense.clean_frac` says otherwise (`backdoor detect --clean-frac`).
-    static let detectionCleanFraction = 0.01
-
     /// The detection stage: the detector on the poisoned training set the poison stage wrote,
     /// seen through the trained model; scored against that set's truth.
     func detect(_ attack: PoisonType, with method: DetectionMethod, trained: TrainedModel) throws -> DetectionResult {
         let detector = try method.detector(overrides: settings.defense.settings[method.rawValue] ?? [:], seed: settings.seed)
         var config: [String: Any] = ["detector": method.rawValue, "settings": detector.settings, "seed": settings.seed]
-        let fraction = settings.defense.cleanFrac ?? Self.detectionCleanFraction
+        let fraction = settings.defense.cleanFrac ?? DetectionMethod.defaultCleanFraction
         if method.usesCleanImages { config["clean_frac"] = fraction }
         let folder = try stage(attack.rawValue, "detect-\(method.rawValue)", config: config, upstream: trained.stage,
                                outputs: [DetectionResult.fileName, DetectionResult.scoresFileName]) { folder, _ in

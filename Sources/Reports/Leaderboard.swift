@@ -121,24 +121,14 @@ public struct Leaderboard: Codable, Equatable {
     public init(cells: [Cell], detectionCells: [DetectionCell] = []) {
         self.cells = cells
         self.detectionCells = detectionCells
-        var detectionKeys: [[String]] = []
-        for cell in detectionCells where !detectionKeys.contains([cell.attack, cell.method, cell.model]) {
-            detectionKeys.append([cell.attack, cell.method, cell.model])
-        }
-        detection = detectionKeys.map { key in
-            let group = detectionCells.filter { [$0.attack, $0.method, $0.model] == key }
+        detection = Self.grouped(detectionCells) { [$0.attack, $0.method, $0.model] }.map { key, group in
             let auroc = group.compactMap(\.auroc)
             return DetectionRow(attack: key[0], method: key[1], model: key[2], seeds: group.map(\.seed),
                                 f1: Statistic(group.map(\.f1)), tpr: Statistic(group.map(\.tpr)), fpr: Statistic(group.map(\.fpr)),
                                 precision: Statistic(group.map(\.precision)),
                                 auroc: auroc.count == group.count ? Statistic(auroc) : nil, seconds: Statistic(group.map(\.seconds)))
         }
-        var keys: [[String]] = []
-        for cell in cells where !keys.contains([cell.attack, cell.defense, cell.model]) {
-            keys.append([cell.attack, cell.defense, cell.model])
-        }
-        rows = keys.map { key in
-            let group = cells.filter { [$0.attack, $0.defense, $0.model] == key }
+        rows = Self.grouped(cells) { [$0.attack, $0.defense, $0.model] }.map { key, group in
             let robust = group.compactMap(\.robustAfter)
             return Row(attack: key[0], defense: key[1], model: key[2], seeds: group.map(\.seed),
                        cleanAcc: Statistic(group.map(\.cleanAfter)), asr: Statistic(group.map(\.asrAfter)),
@@ -146,6 +136,13 @@ public struct Leaderboard: Codable, Equatable {
                        cleanAccBefore: Statistic(group.map(\.cleanBefore)), asrBefore: Statistic(group.map(\.asrBefore)),
                        der: Statistic(group.map(\.der)), seconds: Statistic(group.map(\.seconds)))
         }
+    }
+
+    /// `items` grouped by `key`, the groups in the order their first item came (seeds pooled).
+    static func grouped<T>(_ items: [T], by key: (T) -> [String]) -> [(key: [String], group: [T])] {
+        var keys: [[String]] = []
+        for item in items where !keys.contains(key(item)) { keys.append(key(item)) }
+        return keys.map { k in (k, items.filter { key($0) == k }) }
     }
 
     public static func read(path: String) throws -> Leaderboard {
