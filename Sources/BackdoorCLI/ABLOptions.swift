@@ -64,7 +64,7 @@ extension TrainCommand {
         }
         _ = try abl.settings(augment: augment, seed: seed)
         if resume { throw ValidationError("--defense abl runs its phases in one go; --resume is for plain training") }
-        if [.wanet, .bpp].contains(attack.poisonType) {
+        if attack.poisonType.poisonsPerBatch {
             throw ValidationError("--defense abl isolates poisoned images of a fixed training set; --poison-type "
                 + "\(attack.poisonType.rawValue) poisons each batch as it is drawn, so there are none to isolate")
         }

@@ -15,9 +15,10 @@ struct RunCommand: ParsableCommand {
             Without --defenses, for each attack in its own folder of --output-dir: (clean-label only: clean/, the \
             clean model the PGD attacks) poison/ -> train/ (backdoored model, per-epoch log, samples.png) -> eval/ \
             (whole test set) -> anp/ (mask_values.txt) -> prune/ (sweeps by threshold and number, result.json at \
-            --threshold), then summary.json. With --defenses (any of \(DefenseRegistry.names.joined(separator: ", ")), \
+            --threshold), then summary.json. With --defenses (any of \(ExperimentSettings.matrixDefenseNames.joined(separator: ", ")), \
             or all): poison/ -> train/ once per attack (and model and seed: --models, --seeds), then \
-            defense-<name>/ per defense (model.safetensors, result.json), then leaderboard.json and leaderboard.csv \
+            defense-<name>/ per defense (model.safetensors, result.json; abl, a training-time defense, trains its \
+            own model on the poison stage's set, and skips WaNet, BPP and Input-aware, which poison per batch), then leaderboard.json and leaderboard.csv \
             (clean accuracy, ASR, robust accuracy, DER; mean and standard deviation over seeds) and the report's \
             leaderboard table and ASR heatmap. Each stage folder holds config.json, exactly what it ran with; \
             --resume skips the stages finished with the same configuration, continues an interrupted one, and \
@@ -35,7 +36,7 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var options: ExperimentOptions
     @Option(help: "Attacks (matrix.attacks), comma-separated: \(PoisonType.experimentAttacks.map(\.rawValue).joined(separator: ", ")), or all.") var attacks: String?
-    @Option(help: "Defenses (matrix.defenses), comma-separated: \(DefenseRegistry.names.joined(separator: ", ")), or all; none: the ANP chain.")
+    @Option(help: "Defenses (matrix.defenses), comma-separated: \(ExperimentSettings.matrixDefenseNames.joined(separator: ", ")), or all; none: the ANP chain.")
     var defenses: String?
     @Option(help: "Poisoned-sample detectors (matrix.detectors), comma-separated: \(DetectionMethod.allCases.map(\.rawValue).joined(separator: ", ")), or all: each inspects every attack's poisoned training set (the leaderboard's detection table).")
     var detectors: String?

@@ -56,9 +56,28 @@ public enum DefenseRun {
     public static func run(_ defense: Defense, checkpoint: String, model: Model, clean: ImageSet, cleanSource: String,
                            test: ImageSet, triggerInfo info: TriggerInfo?, directory: String,
                            quiet: Bool = false) throws -> DefenseResult {
+        try record(defense: defense.name, settings: defense.settings, checkpoint: checkpoint, model: model, cleanImages: clean.count,
+                   uses: "\(clean.count) clean images from \(cleanSource)", test: test, triggerInfo: info, directory: directory,
+                   quiet: quiet) { _, log in (model, try defense.repair(model, clean: clean, log: log)) }
+    }
+
+    /// The poisoned test set (ASR) and the triggered one (robust accuracy) of `test`.
+    public static func testSets(_ test: ImageSet, triggerInfo info: TriggerInfo?) throws -> (poison: ImageSet?, triggered: ImageSet?) {
+        (try info.map { try Poisoning.testSet(test, trigger: $0.trigger, target: $0.target) },
+         try info.map { try Poisoning.triggeredTestSet(test, trigger: $0.trigger, target: $0.target) })
+    }
+
+    /// What every defense runs in: the logs, `model` judged before, `repair` (given the test sets
+    /// and the log; it returns the defended model: `model` repaired in place, or, for a
+    /// training-time defense, a model it trained), the defended model judged after, saved, and
+    /// result.json. `uses` says in the log what the defense learns from.
+    public static func record(defense name: String, settings: [String: Double], checkpoint: String, model: Model,
+                              cleanImages: Int, uses: String, test: ImageSet, triggerInfo info: TriggerInfo?,
+                              directory: String, quiet: Bool,
+                              repair: (_ testSets: (poison: ImageSet?, triggered: ImageSet?), _ log: (String) throws -> Void)
+                                  throws -> (Model, DefenseDecision)) throws -> DefenseResult {
         try Folder.create(directory)
-        let poison = try info.map { try Poisoning.testSet(test, trigger: $0.trigger, target: $0.target) }
-        let triggered = try info.map { try Poisoning.triggeredTestSet(test, trigger: $0.trigger, target: $0.target) }
+        let sets = try testSets(test, triggerInfo: info)
         let text = try TextLogWriter(path: (directory as NSString).appendingPathComponent("defend_log.txt"), truncate: true)
         let json = try JSONLinesWriter(path: (directory as NSString).appendingPathComponent("defend_log.jsonl"), truncate: true)
         func log(_ line: String) throws {
@@ -66,20 +85,19 @@ public enum DefenseRun {
             text.append(line)
             try json.append(["time": ISO8601DateFormatter().string(from: Date()), "message": line])
         }
-        try log("\(defense.name) on \(checkpoint) (\(model.description)), \(clean.count) clean images from \(cleanSource), "
-            + model.backend.summary)
-        let before = try DefenseMetrics.evaluate(model, clean: test, poison: poison, triggered: triggered)
+        try log("\(name) on \(checkpoint) (\(model.description)), \(uses), " + model.backend.summary)
+        let before = try DefenseMetrics.evaluate(model, clean: test, poison: sets.poison, triggered: sets.triggered)
         try log("before: " + describe(before))
         let start = Date()
-        let decision = try defense.repair(model, clean: clean, log: log)
+        let (defended, decision) = try repair(sets, log)
         let seconds = Date().timeIntervalSince(start)
-        let after = try DefenseMetrics.evaluate(model, clean: test, poison: poison, triggered: triggered)
+        let after = try DefenseMetrics.evaluate(defended, clean: test, poison: sets.poison, triggered: sets.triggered)
         try log("after: " + describe(after) + String(format: " (%.1f s)", seconds))
 
         let modelPath = (directory as NSString).appendingPathComponent("model.safetensors")
-        try Checkpoint.save(model, to: modelPath, extraMetadata: ["defense": defense.name, "defended_checkpoint": checkpoint])
-        let result = DefenseResult(defense: defense.name, settings: defense.settings, checkpoint: checkpoint, model: modelPath,
-                                   cleanImages: clean.count, testImages: test.count, seconds: seconds,
+        try Checkpoint.save(defended, to: modelPath, extraMetadata: ["defense": name, "defended_checkpoint": checkpoint])
+        let result = DefenseResult(defense: name, settings: settings, checkpoint: checkpoint, model: modelPath,
+                                   cleanImages: cleanImages, testImages: test.count, seconds: seconds,
                                    before: before, after: after,
                                    pruned: decision.pruned.map { .init(layer: $0.layer, index: $0.index, value: $0.value) })
         for (file, image) in decision.images.sorted(by: { $0.key < $1.key }) {

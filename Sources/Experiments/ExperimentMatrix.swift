@@ -112,9 +112,18 @@ extension Experiment {
         let trainedRan = upstreamRan
         let prefix = (relativeFolder.isEmpty ? "" : relativeFolder + "/") + "\(attack.rawValue)/"
         var outcome = ExperimentRunner.CellOutcome()
-        outcome.rows = try defenses.map { name in
+        outcome.rows = try defenses.compactMap { name in
             upstreamRan = trainedRan  // defenses are siblings: one running does not rerun the next
-            let result = try defend(attack, with: name, trained: trained)
+            let result: DefenseResult
+            if name == ABLSettings.name {
+                guard !attack.poisonsPerBatch else {
+                    log.say("\(attack.rawValue): poisoned per batch, so no fixed training set for abl to isolate from; abl skipped")
+                    return nil
+                }
+                result = try trainWithABL(attack, trained: trained)
+            } else {
+                result = try defend(attack, with: name, trained: trained)
+            }
             return Leaderboard.Cell(
                 attack: attack.rawValue, defense: name, model: settings.model.name, seed: settings.seed,
                 cleanBefore: result.before.cleanAccuracy, asrBefore: result.before.attackSuccessRate ?? 0,
@@ -176,6 +185,49 @@ extension Experiment {
             let info = try TriggerInfo.read(path: trained.stage.file(TriggerInfo.fileName), backend: inference)
             _ = try DefenseRun.run(defense, checkpoint: trained.modelPath, model: model, clean: clean, cleanSource: splitSource,
                                    test: evaluationTest, triggerInfo: info, directory: folder.path, quiet: true)
+        }
+        let result = try DefenseResult.read(path: folder.file(DefenseResult.fileName))
+        log.say("\(attack.rawValue)/defense-\(name): " + DefenseRun.describe(result.before) + " -> "
+            + DefenseRun.describe(result.after) + String(format: " (%.1f s)", result.seconds))
+        return result
+    }
+}
+
+extension Experiment {
+    /// ABL's stage: a fresh model trained with Anti-Backdoor Learning on the poisoned training set
+    /// the poison stage wrote (the set the undefended model trained on; its truth only scores the
+    /// isolation), judged against that undefended model as the other defenses are.
+    func trainWithABL(_ attack: PoisonType, trained: TrainedModel) throws -> DefenseResult {
+        let name = ABLSettings.name
+        // ABL's fine-tuning and unlearning augment as the run's training does, unless set.
+        let overrides = ["augment": settings.training.augment ? 1.0 : 0].merging(settings.defense.settings[name] ?? [:]) { $1 }
+        let abl = try ABLSettings(overrides: overrides, seed: settings.seed)
+        let config: [String: Any] = ["defense": name, "settings": abl.settings, "seed": settings.seed, "model": architecture.rawValue,
+                                     "width": settings.model.width, "test_images": evaluationTest.count]
+        let folder = try stage(attack.rawValue, "defense-\(name)", config: config, upstream: trained.stage,
+                               outputs: [DefenseResult.fileName, "model.safetensors", ABLResult.fileName]) { folder, _ in
+            let (undefended, _) = try Checkpoint.load(trained.modelPath, on: inference)
+            let info = try TriggerInfo.read(path: trained.stage.file(TriggerInfo.fileName), backend: inference)
+            let set = try poisonedSet(attack)
+            let poisonFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/poison")
+            _ = try DefenseRun.record(defense: name, settings: abl.settings, checkpoint: trained.modelPath, model: undefended,
+                                      cleanImages: 0, uses: "trains a new model on the \(set.count)-image poisoned set of \(poisonFolder)",
+                                      test: evaluationTest, triggerInfo: info, directory: folder.path, quiet: true) { sets, defenseLog in
+                let model = try architecture.model(width: settings.model.width, seed: settings.seed, on: training)
+                let result = try AntiBackdoorLearning.train(model, on: set.images, truth: set.isPoisoned, cleanTest: evaluationTest,
+                                                            poisonTest: sets.poison, triggered: sets.triggered, settings: abl) { line in
+                    try defenseLog(line)
+                    log.say("  \(attack.rawValue)/defense-\(name): " + line)
+                }
+                try result.write(to: folder.path)
+                var details: [String: Any] = ["training_images": set.count, "isolated": result.isolation.isolated.count,
+                                              "isolation_loss_threshold": result.isolation.lossThreshold]
+                if let metrics = result.isolation.metrics {
+                    details["isolation_precision"] = metrics.precision
+                    details["isolation_recall"] = metrics.recall
+                }
+                return (model, DefenseDecision(pruned: [], details: details))
+            }
         }
         let result = try DefenseResult.read(path: folder.file(DefenseResult.fileName))
         log.say("\(attack.rawValue)/defense-\(name): " + DefenseRun.describe(result.before) + " -> "

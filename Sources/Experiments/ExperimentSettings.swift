@@ -226,6 +226,8 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
             do {
                 if let method = DetectionMethod(rawValue: name) {
                     _ = try method.detector(overrides: values)
+                } else if name == ABLSettings.name {
+                    _ = try ABLSettings(overrides: values, seed: 0)
                 } else {
                     _ = try DefenseRegistry.make(name, overrides: values)
                 }
@@ -251,16 +253,24 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         return out
     }
 
+    /// The defenses a matrix runs: the post-training ones of the registry, then ABL, which
+    /// trains its own model on the poison stage's set (a training-time defense).
+    public static var matrixDefenseNames: [String] { DefenseRegistry.names + [ABLSettings.name] }
+
+    static func defenseDefaults(_ name: String) -> [String: Double]? {
+        name == ABLSettings.name ? ABLSettings.defaults : DefenseRegistry.type(named: name)?.defaults
+    }
+
     public func defenseList() throws -> [String] {
-        let names = matrix.defenses == ["all"] ? DefenseRegistry.names : matrix.defenses
-        for name in names where DefenseRegistry.type(named: name) == nil {
+        let names = matrix.defenses == ["all"] ? Self.matrixDefenseNames : matrix.defenses
+        for name in names where Self.defenseDefaults(name) == nil {
             throw ConfigError(key: "matrix.defenses", "unknown defense \"\(name)\"; expected "
-                + DefenseRegistry.names.joined(separator: ", ") + " or all")
+                + Self.matrixDefenseNames.joined(separator: ", ") + " or all")
         }
         for (name, values) in defense.settings {
-            guard let defaults = DefenseRegistry.type(named: name)?.defaults ?? DetectionMethod(rawValue: name)?.defaults else {
+            guard let defaults = Self.defenseDefaults(name) ?? DetectionMethod(rawValue: name)?.defaults else {
                 throw ConfigError(key: "defense.settings.\(name)", "unknown defense or detector; expected one of "
-                    + (DefenseRegistry.names + DetectionMethod.allCases.map(\.rawValue)).joined(separator: ", "))
+                    + (Self.matrixDefenseNames + DetectionMethod.allCases.map(\.rawValue)).joined(separator: ", "))
             }
             for key in values.keys.sorted() where defaults[key] == nil {
                 throw ConfigError(key: "defense.settings.\(name).\(key)", "is not a setting of \(name); its settings are "

@@ -91,7 +91,7 @@ final class ExperimentConfigTests: XCTestCase {
         let quick = try ExperimentConfigFile.settings(preset: "quick")
         XCTAssertEqual(benchmark.training, quick.training, "benchmark starts from quick")
         XCTAssertEqual(try benchmark.attackList().count, PoisonType.experimentAttacks.count)
-        XCTAssertEqual(try benchmark.defenseList(), DefenseRegistry.names)
+        XCTAssertEqual(try benchmark.defenseList(), DefenseRegistry.names + ["abl"], "the registry's defenses, then the training-time one")
         XCTAssertEqual(try benchmark.detectorList(), DetectionMethod.allCases)
     }
 }

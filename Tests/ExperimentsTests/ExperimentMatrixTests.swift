@@ -1,5 +1,6 @@
 import Attacks
 import Defenses
+import Formats
 import Foundation
 import Reports
 import TestSupport
@@ -142,6 +143,52 @@ final class ExperimentMatrixTests: XCTestCase {
         }
         XCTAssertThrowsError(try tinySettings(["defense.settings": ["strip": ["frr": 1.0]]]).validate()) {
             XCTAssertTrue("\($0)".contains("defense.settings.strip: strip: frr 1 is out of range"), "\($0)")
+        }
+    }
+
+    /// ABL in the matrix: a fresh model trained with ABL on the poison stage's set, judged against
+    /// the undefended model the other defenses start from; skipped for per-batch attacks.
+    func testABLTrainsItsOwnModelOnThePoisonStagesSet() throws {
+        let base = try temporaryDirectory()
+        let abl: [String: Double] = ["isolation_epochs": 1, "finetuning_epochs": 1, "unlearning_epochs": 1, "isolation_ratio": 0.02,
+                                     "batch_size": 128, "isolation_lr": 0.05]
+        let settings = try tinySettings(["matrix.attacks": ["badnets", "wanet"], "matrix.defenses": ["clp", "abl"],
+                                         "defense.settings": ["abl": abl]])
+        let board = try run(settings, base)
+        XCTAssertEqual(board.rows.map { "\($0.attack)/\($0.defense)" }, ["badnets/clp", "badnets/abl", "wanet/clp"],
+                       "WaNet poisons per batch: nothing fixed for ABL to isolate")
+        let result = try DefenseResult.read(path: base + "/badnets/defense-abl/result.json")
+        XCTAssertEqual(result.before, try DefenseResult.read(path: base + "/badnets/defense-clp/result.json").before,
+                       "judged against the same undefended model")
+        XCTAssertEqual(result.settings["isolation_ratio"], 0.02)
+        XCTAssertEqual(result.settings["augment"], 0, "the quick preset trains without augmentation, and so does its ABL")
+        let ablResult = try ABLResult.read(path: base + "/badnets/defense-abl/" + ABLResult.fileName)
+        let set = try PoisonedSetFolder.read(directory: base + "/badnets/poison")
+        XCTAssertEqual(ablResult.images, set.count)
+        XCTAssertEqual(ablResult.isolation.isolated.count, Int(Double(set.count) * 0.02))
+        XCTAssertEqual(ablResult.isolation.poisonedImages, set.poisonedIndices.count, "scored by the poison stage's truth")
+        XCTAssertEqual(ablResult.phases.map(\.name), ["isolation", "finetuning", "unlearning"])
+        XCTAssertEqual(result.after, ablResult.final, "the stored model is the one ABL ended with")
+        let row = try XCTUnwrap(board.rows.first { $0.defense == "abl" })
+        XCTAssertEqual(row.asr.mean, try XCTUnwrap(result.after.attackSuccessRate))
+        XCTAssertEqual(row.cleanAcc.mean, result.after.cleanAccuracy)
+        let defended = try SafeTensors.read(path: base + "/badnets/defense-abl/model.safetensors")
+        let undefended = try SafeTensors.read(path: base + "/badnets/train/model_last.safetensors")
+        XCTAssertEqual(defended.metadata["defense"], "abl")
+        XCTAssertNotEqual(defended.tensors["conv1.weight"], undefended.tensors["conv1.weight"], "a model of its own")
+
+        // A changed ABL setting reruns ABL only; a wrong one is a config error naming the key.
+        let clpAt = try modified(base + "/badnets/defense-clp/result.json")
+        let changed = try tinySettings(["matrix.attacks": ["badnets", "wanet"], "matrix.defenses": ["clp", "abl"],
+                                        "defense.settings": ["abl": abl.merging(["unlearning_epochs": 2]) { $1 }]])
+        _ = try run(changed, base, resume: true)
+        XCTAssertEqual(try modified(base + "/badnets/defense-clp/result.json"), clpAt)
+        XCTAssertEqual(try ABLResult.read(path: base + "/badnets/defense-abl/" + ABLResult.fileName).phases.last?.epochs, 2)
+        XCTAssertThrowsError(try tinySettings(["defense.settings": ["abl": ["isolation_ratio": 2.0]]]).validate()) {
+            XCTAssertTrue("\($0)".contains("defense.settings.abl: abl: isolation_ratio 2 is out of range"), "\($0)")
+        }
+        XCTAssertThrowsError(try tinySettings(["defense.settings": ["abl": ["flood": 1.0]]]).validate()) {
+            XCTAssertTrue("\($0)".contains("defense.settings.abl.flood: is not a setting of abl"), "\($0)")
         }
     }
 }
