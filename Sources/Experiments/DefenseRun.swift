@@ -26,11 +26,14 @@ public struct DefenseResult: Codable, Equatable {
     public var before: DefenseMetrics
     public var after: DefenseMetrics
     public var pruned: [PrunedChannel]
+    /// The model passes the defense ran (its `seconds`' work), by kind and batch size (nil in
+    /// files written before they were counted).
+    public var passes: [PassLedger.Entry]?
 
     public static let fileName = "result.json"
 
     enum CodingKeys: String, CodingKey {
-        case defense, settings, checkpoint, model, seconds, before, after, pruned
+        case defense, settings, checkpoint, model, seconds, before, after, pruned, passes
         case cleanImages = "clean_images", testImages = "test_images"
     }
 
@@ -88,9 +91,11 @@ public enum DefenseRun {
         try log("\(name) on \(checkpoint) (\(model.description)), \(uses), " + model.backend.summary)
         let before = try DefenseMetrics.evaluate(model, clean: test, poison: sets.poison, triggered: sets.triggered)
         try log("before: " + describe(before))
+        PassLedger.reset()
         let start = Date()
         let (defended, decision) = try repair(sets, log)
         let seconds = Date().timeIntervalSince(start)
+        let passes = PassLedger.entries
         let after = try DefenseMetrics.evaluate(defended, clean: test, poison: sets.poison, triggered: sets.triggered)
         try log("after: " + describe(after) + String(format: " (%.1f s)", seconds))
 
@@ -99,7 +104,8 @@ public enum DefenseRun {
         let result = DefenseResult(defense: name, settings: settings, checkpoint: checkpoint, model: modelPath,
                                    cleanImages: cleanImages, testImages: test.count, seconds: seconds,
                                    before: before, after: after,
-                                   pruned: decision.pruned.map { .init(layer: $0.layer, index: $0.index, value: $0.value) })
+                                   pruned: decision.pruned.map { .init(layer: $0.layer, index: $0.index, value: $0.value) },
+                                   passes: passes)
         for (file, image) in decision.images.sorted(by: { $0.key < $1.key }) {
             try PNG.write(image, path: (directory as NSString).appendingPathComponent(file))
         }

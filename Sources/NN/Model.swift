@@ -19,6 +19,7 @@ public final class Model {
     private let transients: TensorPool
     private var lastLogits: Tensor?
     private var lastPass: ForwardPass?
+    private var lastBatch = 0
     public private(set) var parameters: [Parameter] = []
 
     public init(root: Layer, architecture: String, settings: [String: String] = [:], numClasses: Int,
@@ -71,6 +72,8 @@ public final class Model {
         let tapped = try modules(named: taps)
         let x = try backend.upload(images, shape: [count] + inputShape)
         let pass = ForwardPass(mode: mode, transients: transients, taps: tapped)
+        PassLedger.forward(mode: mode, batch: count)
+        lastBatch = count
         let logits = try root.forward(x, pass)
         transients.removeAll()
         lastLogits = logits
@@ -104,6 +107,7 @@ public final class Model {
             extras.append((module, t))
         }
         let pass = BackwardPass(weightGradients: weightGradients, pool: gradients, tapGradients: extras)
+        PassLedger.backward(mode: lastPass.mode, batch: lastBatch, weightGradients: weightGradients, inputGradient: wantInputGradient)
         guard let gx = try root.backward(g, pass, needsInputGradient: wantInputGradient) else { return nil }
         defer { gradients.give(gx) }
         return wantInputGradient ? try gx.plainValues() : nil

@@ -55,6 +55,11 @@ final class FineTuningDefendTests: XCTestCase {
         XCTAssertEqual(settings["batch_size"], 128)
         XCTAssertEqual(settings["weight_decay"], 0)
         XCTAssertEqual((result["pruned"] as? [Any])?.count, 0)
+        // Its passes: one epoch of training steps over the 1,000 images, in batches of 128.
+        let passes = try XCTUnwrap(result["passes"] as? [[String: Any]])
+        let steps = passes.filter { $0["mode"] as? String == "train" && $0["backward"] as? String == "weights" }
+        XCTAssertEqual(steps.reduce(0) { $0 + ($1["batch"] as? Int ?? 0) * ($1["count"] as? Int ?? 0) }, 1000, "\(passes)")
+        XCTAssertEqual(steps.first { $0["batch"] as? Int == 128 }?["count"] as? Int, 7, "\(passes)")
     }
 
     func testBadValuesAreNamed() {
