@@ -93,5 +93,12 @@ final class ExperimentConfigTests: XCTestCase {
         XCTAssertEqual(try benchmark.attackList().count, PoisonType.experimentAttacks.count)
         XCTAssertEqual(try benchmark.defenseList(), DefenseRegistry.names + ["abl"], "the registry's defenses, then the training-time one")
         XCTAssertEqual(try benchmark.detectorList(), DetectionMethod.allCases)
+        // At the quick scale: no defense keeps a reference length of 100 epochs or rounds.
+        for name in try benchmark.defenseList() {
+            let merged = try XCTUnwrap(ExperimentSettings.defenseDefaults(name)).merging(benchmark.defense.settings[name] ?? [:]) { $1 }
+            for (key, value) in merged where key.hasSuffix("epochs") || key == "n_rounds" || key == "nc_epoch" {
+                XCTAssertLessThanOrEqual(value, 20, "benchmark: \(name).\(key)")
+            }
+        }
     }
 }
