@@ -5,9 +5,9 @@
 # PyTorch's same network exactly the passes that run recorded (result.json's `passes`: forwards,
 # backwards, their batch sizes) plus an SGD step per weight backward. The replay is the least work
 # PyTorch needs for the defense (no data pipeline), so ours / replay understates our lead.
-# Both sides wait passively for their threads (OMP_WAIT_POLICY=PASSIVE; the CLI sets it itself), so a
-# shared machine does not starve one of them. Rounds alternate who runs first; the 1-minute load is recorded around each pair; a ratio is the
-# median over rounds of replay seconds / our seconds (above 1: we are faster).
+# Both sides wait passively for their threads (OMP_WAIT_POLICY=PASSIVE; the CLI sets it itself), so
+# a shared machine does not starve one of them. The 1-minute load is recorded around each pair; a
+# ratio is the median over rounds of replay seconds / our seconds (above 1: we are faster).
 # Prints a markdown table, then one JSON object with every round.
 #
 # Usage: [WIDTH=64] [DEFENSES="ft fp ..."] scripts/bench/defenses.sh [ROUNDS] [WORK_DIR]
