@@ -34,6 +34,9 @@ public final class Experiment {
     let dataset: CIFAR10.DataSet
     let permutation: [Int]
     let splitSource: String
+    /// The split as stage configs record it: by content, so a binary or run folder elsewhere (a
+    /// rebuilt tree, a cluster node) resumes instead of seeing a changed split.
+    let splitIdentity: String
     /// Backends for training and for everything else (evaluation, attacks, ANP).
     let training: Backend
     let inference: Backend
@@ -59,6 +62,7 @@ public final class Experiment {
         dataset = try DataDirectory.load(flag: dataDirectory)
         (permutation, splitSource) = try Permutation.resolve(splitFile: settings.data.splitFile, outputDirectory: root, seed: settings.seed,
                                                              count: dataset.train.count)
+        splitIdentity = "permutation md5 " + MD5.hex(Data(permutation.map(String.init).joined(separator: "\n").utf8))
     }
 
     var quiet: Bool { log.quiet }
@@ -160,7 +164,7 @@ public final class Experiment {
     }
 
     private var dataConfig: [String: Any] {
-        ["split": splitSource, "val_frac": settings.data.valFrac, "train_limit": settings.data.trainLimit ?? NSNull(),
+        ["split": splitIdentity, "val_frac": settings.data.valFrac, "train_limit": settings.data.trainLimit ?? NSNull(),
          "test_limit": settings.evaluation.testLimit ?? NSNull()]
     }
 

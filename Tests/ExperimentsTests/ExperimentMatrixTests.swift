@@ -191,4 +191,22 @@ final class ExperimentMatrixTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("defense.settings.abl.flood: is not a setting of abl"), "\($0)")
         }
     }
+
+    /// Stage configs name the split by its content: a run folder moved elsewhere and resumed with
+    /// the same permutation at another path (another checkout, a cluster node) reruns nothing.
+    func testAMovedRunWithTheSplitElsewhereResumesWithoutRerunning() throws {
+        let base = try temporaryDirectory()
+        let settings = try tinySettings(["matrix.attacks": ["badnets"], "matrix.defenses": ["clp"]])
+        _ = try run(settings, base + "/first")
+        try FileManager.default.copyItem(atPath: base + "/first", toPath: base + "/moved")
+        try FileManager.default.copyItem(atPath: try XCTUnwrap(settings.data.splitFile), toPath: base + "/split-copy.txt")
+        let trainedAt = try modified(base + "/moved/badnets/train/model_last.safetensors")
+        let clpAt = try modified(base + "/moved/badnets/defense-clp/result.json")
+        _ = try run(try tinySettings(["matrix.attacks": ["badnets"], "matrix.defenses": ["clp"],
+                                      "data.split_file": base + "/split-copy.txt"]), base + "/moved", resume: true)
+        XCTAssertEqual(try modified(base + "/moved/badnets/train/model_last.safetensors"), trainedAt)
+        XCTAssertEqual(try modified(base + "/moved/badnets/defense-clp/result.json"), clpAt)
+        let config = try String(contentsOfFile: base + "/moved/badnets/train/config.json", encoding: .utf8)
+        XCTAssertTrue(config.contains("\"split\" : \"permutation md5 "), config)
+    }
 }
