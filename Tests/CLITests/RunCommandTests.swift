@@ -1,5 +1,6 @@
 import Attacks
 import Datasets
+import Defenses
 import Experiments
 import Foundation
 import Support
@@ -59,6 +60,22 @@ final class RunCommandTests: XCTestCase {
         (data as NSString).deletingLastPathComponent + "/anp/cifar_shuffle.txt"
     }
 
+    /// `--threshold` and `--acc-ratio` each replace the preset's way of setting the threshold; both at once are refused.
+    func testThresholdAndAccRatioFlagsReplaceEachOther() throws {
+        let fixed = try RunCommand.parse(["--preset", "quick", "--threshold", "0.5"]).options.settings().defense.pruning
+        XCTAssertEqual(fixed.threshold, 0.5)
+        XCTAssertNil(fixed.accRatio, "the quick preset's acc_ratio is dropped")
+        let chosen = try RunCommand.parse(["--preset", "homework", "--acc-ratio", "0.05"]).options.settings().defense.pruning
+        XCTAssertEqual(chosen.accRatio, 0.05)
+        XCTAssertNil(chosen.threshold, "the homework preset's fixed 0.2 is dropped")
+        XCTAssertThrowsError(try RunCommand.parse(["--threshold", "0.5", "--acc-ratio", "0.05"])) { error in
+            XCTAssertTrue(RunCommand.message(for: error).contains("give one of them"), RunCommand.message(for: error))
+        }
+        XCTAssertThrowsError(try RunCommand.parse(["--acc-ratio", "1.5"])) { error in
+            XCTAssertTrue(RunCommand.message(for: error).contains("--acc-ratio 1.5 is out of range"), RunCommand.message(for: error))
+        }
+    }
+
     func testOneAttackEndToEndWritesStagesSummaryAndAConsistentReport() throws {
         let data = try dataDirectory()
         let root = try temporaryDirectory() + "/run"
@@ -86,7 +103,10 @@ final class RunCommandTests: XCTestCase {
         let anpConfig = try json(attack + "/anp/config.json")
         XCTAssertEqual(anpConfig["iterations"] as? Int, 4)
         XCTAssertEqual(anpConfig["alpha"] as? Double, 0.2)
-        XCTAssertEqual(try json(attack + "/prune/config.json")["threshold"] as? Double, Self.quick.defense.pruning.threshold)
+        let pruneConfig = try json(attack + "/prune/config.json")
+        XCTAssertEqual(pruneConfig["acc_ratio"] as? Double, try XCTUnwrap(Self.quick.defense.pruning.accRatio),
+                       "the quick preset chooses the threshold on the defender's images")
+        XCTAssertTrue(pruneConfig["threshold"] is NSNull)
         XCTAssertEqual(try text(attack + "/train/train_log.jsonl").split(separator: "\n").count, 2)
         XCTAssertEqual(try lastJSONLine(attack + "/anp/anp_log.jsonl")["iteration"] as? Int, 4)
         XCTAssertEqual(try text(attack + "/anp/mask_values.txt").split(separator: "\n").count, 1 + 75 * 16,
@@ -102,10 +122,25 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(badnets["asr_before"] as? Double, evaluation["asr"] as? Double)
         XCTAssertEqual(badnets["clean_acc_after"] as? Double, pruned["clean_acc"] as? Double)
         XCTAssertEqual(badnets["asr_after"] as? Double, pruned["asr"] as? Double)
-        XCTAssertEqual(badnets["threshold"] as? Double, Self.quick.defense.pruning.threshold)
         XCTAssertEqual(badnets["pruned_neurons"] as? Int, pruned["pruned_neurons"] as? Int)
+        // The threshold: chosen by the defender-data rule, recomputed here from the accuracies it records.
+        let threshold = try XCTUnwrap(pruned["threshold"] as? Double)
+        XCTAssertEqual(badnets["threshold"] as? Double, threshold)
+        let selection = try XCTUnwrap(pruned["selection"] as? [String: Any])
+        XCTAssertEqual(badnets["threshold_rule"] as? String, selection["rule"] as? String)
+        XCTAssertTrue(try XCTUnwrap(selection["rule"] as? String).contains("defender's 500 images"), "\(selection)")
+        let candidates = Pruning.thresholds(max: Self.quick.defense.pruning.max, step: Self.quick.defense.pruning.step)
+        let recorded = try XCTUnwrap(selection["candidates"] as? [Double])
+        XCTAssertEqual(recorded.count, candidates.count)
+        for (a, b) in zip(recorded, candidates) { XCTAssertEqual(a, b, accuracy: 1e-12, "JSON keeps about 16 digits") }
+        let (base, ratio) = (try XCTUnwrap(selection["defender_clean_acc_unpruned"] as? Double), try XCTUnwrap(Self.quick.defense.pruning.accRatio))
+        let tried = try XCTUnwrap(selection["tried"] as? [[String: Any]])
+        let firstOut = tried.firstIndex { (base - ($0["defender_clean_acc"] as! Double)) / base >= ratio }
+        XCTAssertEqual(tried.count, firstOut.map { $0 + 1 } ?? candidates.count)
+        XCTAssertEqual(threshold, firstOut == 0 ? ThresholdChoice.nothingPruned : candidates[(firstOut ?? candidates.count) - 1],
+                       accuracy: 1e-12)
         let masks = try maskValues(attack + "/anp/mask_values.txt")
-        XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= Self.quick.defense.pruning.threshold }.count,
+        XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= threshold }.count,
                        "the chosen threshold prunes exactly the neurons whose mask is at most the threshold")
         let seconds = try XCTUnwrap(badnets["seconds"] as? Double)
         let stageSeconds = try expected.keys.map { try XCTUnwrap(json("\(attack)/\($0)/done.json")["seconds"] as? Double) }
