@@ -163,7 +163,9 @@ public final class Experiment {
     }
 
     private var dataConfig: [String: Any] {
-        ["split": splitSource, "val_frac": settings.data.valFrac, "train_limit": settings.data.trainLimit ?? NSNull(),
+        // The shipped split by name, not by its path inside the build: a rebuilt or moved binary
+        // must not make --resume retrain.
+        ["split": settings.data.splitFile == nil ? "reference (shipped cifar_shuffle.txt)" : splitSource, "val_frac": settings.data.valFrac, "train_limit": settings.data.trainLimit ?? NSNull(),
          "test_limit": settings.evaluation.testLimit ?? NSNull()]
     }
 

@@ -100,6 +100,8 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(trainConfig["width"] as? Int, 16)
         XCTAssertEqual(trainConfig["epochs"] as? Int, 2)
         XCTAssertEqual((trainConfig["input"] as? [String: Any])?["stage"] as? String, "poison")
+        XCTAssertEqual((try json(attack + "/poison/config.json")["data"] as? [String: Any])?["split"] as? String,
+                       "reference (shipped cifar_shuffle.txt)", "named, not by its path in the build folder")
         let anpConfig = try json(attack + "/anp/config.json")
         XCTAssertEqual(anpConfig["iterations"] as? Int, 4)
         XCTAssertEqual(anpConfig["alpha"] as? Double, 0.2)
