@@ -158,7 +158,7 @@ extension Experiment {
                 chosen = Pruning.neurons(scores, atOrBelow: threshold)
                 selection = ["rule": "fixed: defense.pruning.threshold \(threshold)"]
             }
-            log.say("\(attack.rawValue)/prune: threshold \(selection["rule"]!)")
+            log.say("\(attack.rawValue)/prune: pruning at \(threshold) (\(chosen.count) neurons); rule: \(selection["rule"]!)")
             try Pruning.prune(model, neurons: chosen)
             let after = try evaluate(model)
             progress.finish()

@@ -240,9 +240,10 @@ final class RunCommandTests: XCTestCase {
     }
 
     /// The README's main job, `make quick`, as it is: BadNets on a width-16 ResNet-18 trained on
-    /// the reference split, then ANP masks and pruning at mask <= 0.3. The backdoor must take hold
-    /// and pruning must remove it for a few points of clean accuracy (the ANP issue's check: ASR
-    /// from above 90% to below 20%). About 6 minutes on 2 cores.
+    /// the reference split, then ANP masks (eps 0.3) and pruning at the threshold chosen on the
+    /// defender's clean images. The backdoor must take hold and pruning must remove it for at most
+    /// 3 points of clean accuracy (issue 16's target: ASR from at least 90% to at most 10%).
+    /// Measured on seed 0: 73.23% -> 70.36%, ASR 99.91% -> 8.47% at 0.15. About 6 minutes on 2 idle cores.
     func testQuickPresetBackdoorTakesHoldAndANPPruningRemovesIt() throws {
         let data = try dataDirectory()
         let splitFile = referenceSplitFile(besides: data)
@@ -255,13 +256,14 @@ final class RunCommandTests: XCTestCase {
                                         try XCTUnwrap(badnets["asr_before"] as? Double))
         let (cleanAfter, asrAfter) = (try XCTUnwrap(badnets["clean_acc_after"] as? Double),
                                       try XCTUnwrap(badnets["asr_after"] as? Double))
-        print(String(format: "quick preset: clean %.4f -> %.4f, ASR %.4f -> %.4f, %d neurons pruned", cleanBefore,
-                     cleanAfter, asrBefore, asrAfter, badnets["pruned_neurons"] as? Int ?? -1))
+        print(String(format: "quick preset: clean %.4f -> %.4f, ASR %.4f -> %.4f, threshold %g, %d neurons pruned", cleanBefore,
+                     cleanAfter, asrBefore, asrAfter, badnets["threshold"] as? Double ?? -1, badnets["pruned_neurons"] as? Int ?? -1))
         XCTAssertEqual(try json(root + "/badnets/eval/result.json")["clean_images"] as? Int, 10_000, "the full test set")
+        XCTAssertTrue((badnets["threshold_rule"] as? String ?? "").contains("defender's 500 images"), "chosen on the defender's data")
         XCTAssertGreaterThan(cleanBefore, 0.6, "a model that learned CIFAR-10, not chance")
-        XCTAssertGreaterThan(asrBefore, 0.9, "the backdoor took hold")
-        XCTAssertLessThan(asrAfter, 0.2, "pruning removed the backdoor")
-        XCTAssertGreaterThan(cleanAfter, cleanBefore - 0.07, "at the cost of a few points of clean accuracy")
+        XCTAssertGreaterThanOrEqual(asrBefore, 0.9, "the backdoor took hold")
+        XCTAssertLessThanOrEqual(asrAfter, 0.1, "pruning removed the backdoor")
+        XCTAssertGreaterThanOrEqual(cleanAfter, cleanBefore - 0.03, "at the cost of at most 3 points of clean accuracy")
     }
 
     /// An interruption right after epoch 1's checkpoint (what a kill then leaves behind), then
