@@ -31,13 +31,13 @@ struct DefendCommand: ParsableCommand {
     @Option(help: "Fraction of the training set held by the defender (default: the defense's, e.g. ANP's 0.01).")
     var cleanFrac: Double?
     @Option(help: "CLP: prune channels whose Lipschitz bound exceeds mean + u * std of their layer (--set u=...).") var clpU: Double?
-    @Option(help: "ANP: prune the neurons whose mask is at most this (--set threshold=...).") var threshold: Double?
+    @Option(help: "ANP: prune the neurons whose mask is at most this (--set threshold=...; unused with --acc-ratio).") var threshold: Double?
     @Option(help: "ANP: mask-optimisation iterations, the reference's 2000 (--set iterations=...).") var nbIter: Int?
     @Option(help: "ft, fp, nad, fst, ft-sam: fine-tuning epochs (nad: the teacher's and the student's each); sau: unlearning rounds (n_rounds).")
     var epochs: Int?
     @Option(help: "ft, fp, nad, fst, ft-sam, sau: learning rate.") var lr: Double?
     @Option(help: "ft, fp, nad, fst, ft-sam, sau: batch size.") var batchSize: Int?
-    @Option(help: "fp: stop pruning before the defender's clean accuracy falls by this fraction of the unpruned model's.")
+    @Option(help: "fp, rnp, anp: prune the most (fp: channels; rnp: sweep level; anp: threshold of 0, pruning_step, ..., pruning_max) before the defender's clean accuracy falls by this fraction of the unpruned model's (anp's default -1: prune at --threshold).")
     var accRatio: Double?
     @Option(help: "fp: fraction of the channels pruned per step.") var oncePruneRatio: Double?
     @Option(help: "nad: attention-loss weights of layer2, layer3, layer4, comma-separated (nad_beta1..3).") var nadBetas: String?

@@ -42,7 +42,10 @@ struct ExperimentOptions: ParsableArguments {
     @Option(help: "ANP mask-optimisation iterations.") var anpIters: Int?
     @Option(help: "ANP iterations between log lines (each evaluates the test sets).") var anpPrintEvery: Int?
     @Option(help: "Fraction of the training set held by the defender (ANP's clean data).") var anpFrac: Double?
-    @Option(parsing: .unconditional, help: "Prune every neuron whose mask is at most this.") var threshold: Double?
+    @Option(parsing: .unconditional, help: "Prune every neuron whose mask is at most this (defense.pruning.threshold; drops the preset's acc_ratio).")
+    var threshold: Double?
+    @Option(help: "Prune at the largest sweep threshold before the first that costs this fraction of the unpruned model's clean accuracy on the defender's images (defense.pruning.acc_ratio; drops the preset's fixed threshold).")
+    var accRatio: Double?
     @Option(parsing: .unconditional, help: "Seed of initialisation, shuffling, augmentation, poisoning, split and the defenses.", transform: parseSeed)
     var seed: UInt64?
 
@@ -61,6 +64,9 @@ struct ExperimentOptions: ParsableArguments {
             ("--anp-eps", "defense.anp.eps", anpEps), ("--anp-alpha", "defense.anp.alpha", anpAlpha),
             ("--anp-iters", "defense.anp.iterations", anpIters), ("--anp-print-every", "defense.anp.print_every", anpPrintEvery),
             ("--anp-frac", "defense.anp.frac", anpFrac), ("--threshold", "defense.pruning.threshold", threshold),
+            // One of the two decides the threshold: either flag clears the other's key (null removes it).
+            ("--threshold", "defense.pruning.acc_ratio", threshold.map { _ in NSNull() }),
+            ("--acc-ratio", "defense.pruning.acc_ratio", accRatio), ("--acc-ratio", "defense.pruning.threshold", accRatio.map { _ in NSNull() }),
             ("--test-limit", "evaluation.test_limit", testLimit), ("--eval-limit", "evaluation.eval_limit", evalLimit),
             ("--seed", "seed", seed),
         ]
@@ -80,6 +86,9 @@ struct ExperimentOptions: ParsableArguments {
     }
 
     func validate() throws {
+        if threshold != nil && accRatio != nil {
+            throw ValidationError("--threshold fixes the threshold and --acc-ratio chooses it on the defender's images: give one of them")
+        }
         if let milestones { _ = try parseMilestones(milestones) }
         if let model, let architecture = Architecture(flagName: model) { try FlagLimits.width(width, model: architecture) }
         _ = try settings()

@@ -15,7 +15,7 @@ struct RunCommand: ParsableCommand {
             Without --defenses, for each attack in its own folder of --output-dir: (clean-label only: clean/, the \
             clean model the PGD attacks) poison/ -> train/ (backdoored model, per-epoch log, samples.png) -> eval/ \
             (whole test set) -> anp/ (mask_values.txt) -> prune/ (sweeps by threshold and number, result.json at \
-            --threshold), then summary.json. With --defenses (any of \(ExperimentSettings.matrixDefenseNames.joined(separator: ", ")), \
+            --threshold, or at the threshold --acc-ratio chooses on the defender's clean images), then summary.json. With --defenses (any of \(ExperimentSettings.matrixDefenseNames.joined(separator: ", ")), \
             or all): poison/ -> train/ once per attack (and model and seed: --models, --seeds), then \
             defense-<name>/ per defense (model.safetensors, result.json; abl, a training-time defense, trains its \
             own model on the poison stage's set, and skips WaNet, BPP and Input-aware, which poison per batch), then leaderboard.json and leaderboard.csv \
@@ -24,7 +24,8 @@ struct RunCommand: ParsableCommand {
             --resume skips the stages finished with the same configuration, continues an interrupted one, and \
             reruns a changed stage and those after it (a changed defense setting reruns only that defense). \
             Settings: the defaults (the reference's) <- --preset (Presets/*.yaml; quick: width 16, 8 epochs on \
-            20,000 images without augmentation, 200 ANP iterations, threshold 0.3: minutes per attack on an idle \
+            20,000 images without augmentation, 200 ANP iterations at eps 0.3, the threshold chosen on the defender's \
+            images (acc_ratio 0.04): minutes per attack on an idle \
             2-core CPU; homework: the assignment, width 64, 50 epochs, 2000 ANP iterations: days on a CPU; \
             benchmark: every attack x every defense at the quick scale) <- --config FILE.yaml <- flags. \
             --print-config shows the result as YAML, which --config reads back. On a cluster: --slurm writes \

@@ -107,20 +107,27 @@ public struct CLPDefense: Defense {
 }
 
 /// ANP's two steps with the reference's defaults: masks from the defender's images, then pruning
-/// of every neuron whose mask is at most `threshold`. Its log evaluates on those images too.
+/// of every neuron whose mask is at most `threshold`. Its log evaluates on those images too. With
+/// `accRatio` the threshold is chosen instead, on the same images, among 0, `pruningStep`, ...,
+/// `pruningMax` (`Pruning.chooseThreshold`).
 public struct ANPDefense: Defense {
     public var config: ANPConfig
     public var threshold: Double
-    public init(config: ANPConfig = ANPConfig(), threshold: Double = 0.2) {
+    /// nil: prune at `threshold` (the reference); else the budget of the chosen threshold.
+    public var accRatio: Double?
+    public var pruningMax: Double
+    public var pruningStep: Double
+    public init(config: ANPConfig = ANPConfig(), threshold: Double = 0.2, accRatio: Double? = nil,
+                pruningMax: Double = 0.9, pruningStep: Double = 0.05) {
         self.config = config
         self.threshold = threshold
+        self.accRatio = accRatio
+        self.pruningMax = pruningMax
+        self.pruningStep = pruningStep
     }
     public static let name = "anp"
-    public static let defaults: [String: Double] = {
-        let config = ANPConfig()
-        return ["anp_eps": Double(config.eps), "anp_steps": Double(config.steps), "anp_alpha": Double(config.alpha),
-                "iterations": Double(config.iterations), "threshold": 0.2]
-    }()
+    /// acc_ratio -1: prune at `threshold`; a fraction in (0, 1]: choose the threshold on the defender's images.
+    public static let defaults = ANPDefense().settings
     /// The reference's `--val-frac` of optimize_mask_cifar.py.
     public static let defaultCleanFraction = 0.01
 
@@ -133,25 +140,44 @@ public struct ANPDefense: Defense {
         for key in ["iterations", "anp_steps"] where settings[key]! < 1 {
             throw DefenseSettingError.outOfRange(Self.name, key, settings[key]!, expected: "at least 1")
         }
-        for key in ["threshold", "anp_alpha"] where !(0...1).contains(settings[key]!) {
+        for key in ["threshold", "anp_alpha", "pruning_max"] where !(0...1).contains(settings[key]!) {
             throw DefenseSettingError.outOfRange(Self.name, key, settings[key]!, expected: "a number in [0, 1]")
+        }
+        if !(settings["pruning_step"]! > 0 && settings["pruning_step"]! <= 1) {
+            throw DefenseSettingError.outOfRange(Self.name, "pruning_step", settings["pruning_step"]!, expected: "a number in (0, 1]")
+        }
+        let accRatio = settings["acc_ratio"]!
+        if accRatio != -1 && !(accRatio > 0 && accRatio <= 1) {
+            throw DefenseSettingError.outOfRange(Self.name, "acc_ratio", accRatio,
+                                                 expected: "-1 (prune at threshold) or a fraction in (0, 1] (choose the threshold)")
         }
         config.printEvery = max(1, config.iterations / 4)
         config.seed = seed
-        self.init(config: config, threshold: settings["threshold"]!)
+        self.init(config: config, threshold: settings["threshold"]!, accRatio: accRatio == -1 ? nil : accRatio,
+                  pruningMax: settings["pruning_max"]!, pruningStep: settings["pruning_step"]!)
     }
     public var settings: [String: Double] {
         ["anp_eps": Double(config.eps), "anp_steps": Double(config.steps), "anp_alpha": Double(config.alpha),
-         "iterations": Double(config.iterations), "threshold": threshold]
+         "iterations": Double(config.iterations), "threshold": threshold, "acc_ratio": accRatio ?? -1,
+         "pruning_max": pruningMax, "pruning_step": pruningStep]
     }
 
     public func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision {
         let result = try ANP.optimizeMasks(model: model, data: ANPData(defender: clean, cleanTest: clean, poisonTest: nil),
                                            config: config) { entry in try log("anp: " + entry.line) }
-        let pruned = Pruning.neurons(result.scores, atOrBelow: threshold)
-        try Pruning.prune(model, neurons: pruned)
-        try log("anp: pruned \(pruned.count) of \(result.scores.count) neurons with mask <= \(threshold)")
-        return DefenseDecision(pruned: pruned)
+        guard let accRatio else {
+            let pruned = Pruning.neurons(result.scores, atOrBelow: threshold)
+            try Pruning.prune(model, neurons: pruned)
+            try log("anp: pruned \(pruned.count) of \(result.scores.count) neurons with mask <= \(threshold)")
+            return DefenseDecision(pruned: pruned, details: ["threshold": threshold, "selection": "fixed threshold"])
+        }
+        let chosen = try Pruning.chooseThreshold(model, scores: result.scores, candidates: Pruning.thresholds(max: pruningMax, step: pruningStep),
+                                                 accRatio: accRatio, clean: clean) { threshold, count, accuracy in
+            try log(String(format: "anp: threshold %g prunes %d neurons, defender clean accuracy %.4f", threshold, count, accuracy))
+        }
+        try Pruning.prune(model, neurons: chosen.pruned)
+        try log("anp: pruned \(chosen.pruned.count) of \(result.scores.count) neurons; threshold: \(chosen.rule)")
+        return DefenseDecision(pruned: chosen.pruned, details: ["threshold": chosen.threshold, "selection": chosen.json])
     }
 }
 

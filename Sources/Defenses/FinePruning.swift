@@ -41,22 +41,24 @@ public struct FPDefense: Defense {
         let ranking = FinePruning.ranking(activations)
         let weight = try head.weight.plainValues(), bias = try head.bias.plainValues()
         let levels = FinePruning.levels(channels: head.inFeatures, oncePruneRatio: oncePruneRatio)
-        let choice = FinePruning.chooseLevel(levels: levels, accRatio: accRatio) { level in
+        func accuracy(_ level: Int) -> Double {
             FinePruning.accuracy(features: features, labels: labels,
                                  weight: FinePruning.masked(weight, columns: head.inFeatures, pruned: Array(ranking.prefix(level))),
                                  bias: bias)
         }
-        let pruned = Array(ranking.prefix(choice.level))
+        let choice = LevelChoice.choose(levels: levels, baseline: accuracy(0), accRatio: accRatio, accuracy: accuracy)
+        let level = choice.level ?? 0
+        let pruned = Array(ranking.prefix(level))
         try log(String(format: "fp: pruning %d of %d %@ channels (clean accuracy on the defender's images %.4f -> %.4f, "
-                       + "stopping before a relative drop of %.2f)", choice.level, head.inFeatures, layers.lastStage,
-                       choice.tried[0].accuracy, choice.tried.last { $0.level == choice.level }!.accuracy, accRatio))
+                       + "stopping before a relative drop of %.2f)", level, head.inFeatures, layers.lastStage,
+                       choice.baseline, choice.tried.first { $0.level == level }?.accuracy ?? choice.baseline, accRatio))
         let mask = HeadMask(head: head, pruned: pruned)
         try mask.afterStep()
         try FineTuning.run(model, on: clean, config: config, terms: [mask], label: "fp", log: log)
         return DefenseDecision(
             pruned: pruned.map { NeuronScore(layer: layers.lastStage, index: $0, value: activations[$0]) },
             details: [
-                "pruned_channels": choice.level, "channels": head.inFeatures, "masked": head.name + ".weight columns",
+                "pruned_channels": level, "channels": head.inFeatures, "masked": head.name + ".weight columns",
                 "level_chosen_on": "the defender's clean images (\(clean.count)): the most channels pruned before "
                     + "their clean accuracy fell by acc_ratio relative to the unpruned model's",
                 "levels": choice.tried.map { ["pruned": $0.level, "clean_acc": $0.accuracy] as [String: Any] },
@@ -94,22 +96,6 @@ public enum FinePruning {
     /// The numbers of channels tried: 0, s, 2s, ... below `channels`, s = ceil(channels * ratio).
     public static func levels(channels: Int, oncePruneRatio: Double) -> [Int] {
         Array(stride(from: 0, to: channels, by: max(1, Int((Double(channels) * oncePruneRatio).rounded(.up)))))
-    }
-
-    /// The largest level before the first whose accuracy falls by `accRatio` or more relative to
-    /// level 0's, with every level tried (the last one tried is the one that stopped it).
-    public static func chooseLevel(levels: [Int], accRatio: Double, accuracy: (Int) throws -> Double) rethrows
-        -> (level: Int, tried: [(level: Int, accuracy: Double)]) {
-        var tried: [(level: Int, accuracy: Double)] = []
-        var chosen = 0
-        for level in levels {
-            let a = try accuracy(level)
-            tried.append((level, a))
-            let base = tried[0].accuracy
-            guard base > 0, (base - a) / base < accRatio else { break }
-            chosen = level
-        }
-        return (chosen, tried)
     }
 
     /// A [out, in] weight with the given input columns zeroed.

@@ -146,3 +146,72 @@ public enum Pruning {
         sweepHeader + rows.map { $0.line(mode: mode) }.joined()
     }
 }
+
+/// ANP's pruning threshold chosen on the defender's clean images (`LevelChoice` over the
+/// candidate thresholds), with what the result files record about the decision.
+public struct ThresholdChoice {
+    /// What a threshold-file reader gets when no candidate kept the accuracy: below every mask
+    /// (they lie in [0, 1]), so it prunes nothing.
+    public static let nothingPruned = -1.0
+
+    public var candidates: [Double]
+    public var choice: LevelChoice<Double>
+    /// Neurons each tried threshold prunes, in `choice.tried`'s order.
+    public var prunedCounts: [Int]
+    public var cleanImages: Int
+    /// The neurons the chosen threshold prunes, lowest mask first.
+    public var pruned: [NeuronScore]
+
+    /// The chosen threshold, or `nothingPruned`.
+    public var threshold: Double { choice.level ?? Self.nothingPruned }
+
+    /// The rule and its outcome, for logs and result files.
+    public var rule: String {
+        let list = candidates.count > 3
+            ? "\(Pruning.format(candidates[0])), \(Pruning.format(candidates[1])), ..., \(Pruning.format(candidates.last!))"
+            : candidates.map(Pruning.format).joined(separator: ", ")
+        let baseline = String(format: "%.4f", choice.baseline)
+        let outcome = choice.level.map { ": \(Pruning.format($0))" } ?? ": the first candidate already did, nothing pruned"
+        return "the largest threshold of \(list) before the first whose clean accuracy on the defender's \(cleanImages) images "
+            + "falls by acc_ratio \(choice.accRatio) or more relative to the unpruned model's \(baseline) (the test set is not used)"
+            + outcome
+    }
+
+    public var json: [String: Any] {
+        ["rule": rule, "acc_ratio": choice.accRatio, "chosen_threshold": threshold, "defender_images": cleanImages,
+         "defender_clean_acc_unpruned": choice.baseline, "candidates": candidates,
+         "tried": zip(choice.tried, prunedCounts).map { ["threshold": $0.level, "pruned": $1, "defender_clean_acc": $0.accuracy] }]
+    }
+}
+
+extension Pruning {
+    /// A threshold as the logs print it ("0.3", not "0.30000000000000004").
+    static func format(_ threshold: Double) -> String { String(format: "%g", threshold) }
+
+    /// Tries `candidates` (increasing) on `model`, each pruning every neuron whose mask is at most
+    /// it, judged by clean accuracy on `clean` (the defender's images); `model` is as before when
+    /// this returns.
+    public static func chooseThreshold(_ model: Model, scores: [NeuronScore], candidates: [Double], accRatio: Double,
+                                       clean: ImageSet, onTry: (Double, Int, Double) throws -> Void = { _, _, _ in }) throws
+        -> ThresholdChoice {
+        guard candidates == candidates.sorted(), !candidates.isEmpty else {
+            throw ANPError("the candidate thresholds \(candidates) are not a non-empty increasing list")
+        }
+        guard accRatio > 0, accRatio <= 1 else { throw ANPError("acc_ratio \(accRatio) is out of range: expected a number in (0, 1]") }
+        let original = try model.stateDict()
+        defer { _ = try? model.load(stateDict: original) }
+        var counts: [Int] = []
+        let baseline = try Evaluation.evaluate(model, on: clean).accuracy
+        // Candidates are increasing, so each pruning adds to the previous one's.
+        let choice = try LevelChoice.choose(levels: candidates, baseline: baseline, accRatio: accRatio) { threshold in
+            let neurons = neurons(scores, atOrBelow: threshold)
+            try prune(model, neurons: neurons)
+            counts.append(neurons.count)
+            let accuracy = try Evaluation.evaluate(model, on: clean).accuracy
+            try onTry(threshold, neurons.count, accuracy)
+            return accuracy
+        }
+        return ThresholdChoice(candidates: candidates, choice: choice, prunedCounts: counts, cleanImages: clean.count,
+                               pruned: choice.level.map { neurons(scores, atOrBelow: $0) } ?? [])
+    }
+}

@@ -22,8 +22,9 @@ public struct RNPConfig: Equatable {
     public var pruningBy: Pruning.Mode = .threshold
     public var pruningMax = 0.9
     public var pruningStep = 0.05
-    /// The chosen level is the most pruning whose clean accuracy on the defender's images stays
-    /// within this relative distance of the unpruned model's (BackdoorBench's acc_ratio test).
+    /// The chosen level: the last of the sweep before the first whose clean accuracy on the
+    /// defender's images falls by this fraction of the unpruned model's (`LevelChoice`; BackdoorBench's
+    /// acc_ratio test, applied to the defender's images instead of the test set).
     public var accRatio = 0.1
     /// A fixed pruning level (threshold or number) instead of the choice (BackdoorBench's pruning_number).
     public var pruningNumber: Double?
@@ -140,11 +141,12 @@ public enum RNP {
                 : Array(order.prefix(Int(level.rounded(.up))))
             selection = "fixed --pruning-number \(level) (pruning by \(config.pruningBy.rawValue))"
         } else {
-            let kept = rows.last { abs($0.metrics.cleanAccuracy - before.accuracy) / max(before.accuracy, 1e-12) < config.accRatio }
+            let kept = LevelChoice.choose(levels: rows, baseline: before.accuracy, accRatio: config.accRatio) { $0.metrics.cleanAccuracy }.level
             pruned = Array(order.prefix(kept?.pruned ?? 0))
-            selection = "the largest \(config.pruningBy.rawValue) level of the sweep (0 to \(config.pruningMax) by \(config.pruningStep)) "
-                + "whose clean accuracy on the defender's \(clean.count) images stays within a relative \(config.accRatio) of the unpruned "
-                + String(format: "%.4f", before.accuracy) + (kept.map { ": \($0.mask)" } ?? ": none qualified, nothing pruned")
+            selection = "the last \(config.pruningBy.rawValue) level of the sweep (0 to \(config.pruningMax) by \(config.pruningStep)) "
+                + "before the first whose clean accuracy on the defender's \(clean.count) images falls by a relative \(config.accRatio) "
+                + "or more below the unpruned " + String(format: "%.4f", before.accuracy)
+                + (kept.map { ": \($0.mask)" } ?? ": the first level already did, nothing pruned")
         }
         try Pruning.prune(model, neurons: pruned)
         try log("rnp: pruned \(pruned.count) of \(scores.count) neurons; level: \(selection)")

@@ -13,13 +13,16 @@ import Training
 /// The numbers summary.json holds per attack.
 public struct AttackOutcome: Equatable {
     public var cleanAccuracyBefore, asrBefore, cleanAccuracyAfter, asrAfter: Double
+    /// The threshold pruned at, and how it was chosen (prune/result.json's selection rule).
     public var threshold: Double
+    public var thresholdRule: String
     public var prunedNeurons: Int
     public var seconds: Double
 
     var json: [String: Any] {
         ["clean_acc_before": cleanAccuracyBefore, "asr_before": asrBefore, "clean_acc_after": cleanAccuracyAfter,
-         "asr_after": asrAfter, "threshold": threshold, "pruned_neurons": prunedNeurons, "seconds": seconds]
+         "asr_after": asrAfter, "threshold": threshold, "threshold_rule": thresholdRule, "pruned_neurons": prunedNeurons,
+         "seconds": seconds]
     }
 }
 
@@ -93,7 +96,7 @@ public final class Experiment {
         let pruned = try prune(attack, anp: anp)
         let outcome = AttackOutcome(cleanAccuracyBefore: evaluation.cleanAccuracy, asrBefore: evaluation.asr,
                                     cleanAccuracyAfter: pruned.cleanAccuracy, asrAfter: pruned.asr,
-                                    threshold: settings.defense.pruning.threshold, prunedNeurons: pruned.prunedNeurons,
+                                    threshold: pruned.threshold, thresholdRule: pruned.rule, prunedNeurons: pruned.prunedNeurons,
                                     seconds: attackSeconds)
         log.say(String(format: "== %@: clean accuracy %.2f%% -> %.2f%%, ASR %.2f%% -> %.2f%% (threshold %g, %d neurons pruned), %@",
                        attack.rawValue, 100 * outcome.cleanAccuracyBefore, 100 * outcome.cleanAccuracyAfter,

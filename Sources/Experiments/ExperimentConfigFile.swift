@@ -81,8 +81,7 @@ public enum ExperimentConfigFile {
         if let configFile, let file { layers.append((configFile, file)) }
         var flagTree: [String: Any] = [:]
         for (dotted, value) in flags {
-            let path = dotted.split(separator: ".").map(String.init)
-            flagTree = deepMerge(flagTree, path.reversed().reduce(value) { [$1: $0] } as! [String: Any])
+            flagTree = setting(flagTree, dotted.split(separator: ".").map(String.init)[...], to: value)
         }
         layers.append((commandLine, flagTree))
         var merged = plain(ExperimentSettings(), key: { $0 }) as! [String: Any]
@@ -103,6 +102,14 @@ public enum ExperimentConfigFile {
             throw error
         }
         return settings
+    }
+
+    /// `tree` with the value at `path` set; a null is kept (it clears the key of earlier layers).
+    private static func setting(_ tree: [String: Any], _ path: ArraySlice<String>, to value: Any) -> [String: Any] {
+        guard let key = path.first else { return tree }
+        var out = tree
+        out[key] = path.count == 1 ? value : setting(out[key] as? [String: Any] ?? [:], path.dropFirst(), to: value)
+        return out
     }
 
     private static func has(_ values: [String: Any], _ path: [String]) -> Bool {

@@ -41,7 +41,7 @@ extension Experiment {
             let info = try TriggerInfo.read(path: trainFolder + "/" + TriggerInfo.fileName, backend: inference)
             var test = dataset.test
             if let limit = settings.evaluation.testLimit, limit < test.count { test = test.subset(Array(0..<limit)) }
-            let defender = dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.defense.anp.frac).defender)
+            let defender = anpDefender
             let data = ANPData(defender: defender, cleanTest: test,
                                poisonTest: try Poisoning.testSet(test, trigger: info.trigger, target: info.target))
             let statePath = folder.file(ANP.stateFileName)
@@ -91,18 +91,28 @@ extension Experiment {
         }
     }
 
+    /// The defender's clean images of the ANP chain (the first `defense.anp.frac` of the split).
+    var anpDefender: ImageSet {
+        dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.defense.anp.frac).defender)
+    }
+
     struct Pruned {
         var cleanAccuracy: Double
         var asr: Double
+        var threshold: Double
         var prunedNeurons: Int
+        /// How the threshold was chosen.
+        var rule: String
     }
 
     /// The pruning sweeps (by threshold and by number, on the --test-limit images) and the model
-    /// pruned at the chosen threshold (on the evaluation test set, as the evaluation stage).
+    /// pruned at the threshold, fixed or chosen on the defender's images (evaluated on the
+    /// evaluation test set, as the evaluation stage).
     func prune(_ attack: PoisonType, anp: StageFolder) throws -> Pruned {
         let trainFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/train")
-        let config: [String: Any] = ["threshold": settings.defense.pruning.threshold, "pruning_max": settings.defense.pruning.max,
-                                     "pruning_step": settings.defense.pruning.step, "number_rows": Self.numberRows,
+        let pruning = settings.defense.pruning
+        let config: [String: Any] = ["threshold": pruning.threshold ?? NSNull(), "acc_ratio": pruning.accRatio ?? NSNull(),
+                                     "pruning_max": pruning.max, "pruning_step": pruning.step, "number_rows": Self.numberRows,
                                      "sweep_test_limit": settings.evaluation.testLimit ?? NSNull(), "test_images": evaluationTest.count]
         let outputs = [Pruning.Mode.threshold.fileName, Pruning.Mode.number.fileName, "result.json"]
         let folder = try stage(attack.rawValue, "prune", config: config, upstream: anp, outputs: outputs) { folder, _ in
@@ -135,22 +145,38 @@ extension Experiment {
                 try AtomicFile.write(Pruning.sweepText(rows, mode: mode), to: folder.file(mode.fileName))
             }
             let (model, _) = try Checkpoint.load(modelPath, on: inference)
-            let chosen = Pruning.neurons(scores, atOrBelow: settings.defense.pruning.threshold)
+            let threshold: Double, chosen: [NeuronScore], selection: [String: Any]
+            if let accRatio = pruning.accRatio {
+                let choice = try Pruning.chooseThreshold(model, scores: scores, candidates: thresholds, accRatio: accRatio,
+                                                         clean: anpDefender) { t, count, accuracy in
+                    log.say(String(format: "%@/prune: threshold %g prunes %d neurons, defender clean accuracy %.2f%%",
+                                   attack.rawValue, t, count, 100 * accuracy))
+                }
+                (threshold, chosen, selection) = (choice.threshold, choice.pruned, choice.json)
+            } else {
+                threshold = pruning.threshold!
+                chosen = Pruning.neurons(scores, atOrBelow: threshold)
+                selection = ["rule": "fixed: defense.pruning.threshold \(threshold)"]
+            }
+            log.say("\(attack.rawValue)/prune: pruning at \(threshold) (\(chosen.count) neurons); rule: \(selection["rule"]!)")
             try Pruning.prune(model, neurons: chosen)
             let after = try evaluate(model)
             progress.finish()
             try Checkpoint.save(model, to: folder.file("model_pruned.safetensors"), extraMetadata: [
-                "anp_threshold": "\(settings.defense.pruning.threshold)", "anp_pruned_neurons": "\(chosen.count)",
+                "anp_threshold": "\(threshold)", "anp_pruned_neurons": "\(chosen.count)",
             ])
-            try writeJSON(["threshold": settings.defense.pruning.threshold, "pruned_neurons": chosen.count, "total_neurons": scores.count,
+            try writeJSON(["threshold": threshold, "selection": selection, "pruned_neurons": chosen.count, "total_neurons": scores.count,
                            "clean_acc": after.cleanAccuracy, "asr": after.poisonAccuracy, "clean_loss": after.cleanLoss,
                            "poison_loss": after.poisonLoss], folder.file("result.json"))
         }
         let path = folder.file("result.json")
         let result = try readJSON(path)
         guard let pruned = result["pruned_neurons"] as? Int else { throw FileError(path, "lacks \"pruned_neurons\"") }
+        guard let rule = (result["selection"] as? [String: Any])?["rule"] as? String else {
+            throw FileError(path, "lacks the threshold's \"selection\" (written before the threshold could be chosen: rerun without --resume)")
+        }
         return Pruned(cleanAccuracy: try number(result, "clean_acc", path), asr: try number(result, "asr", path),
-                      prunedNeurons: pruned)
+                      threshold: try number(result, "threshold", path), prunedNeurons: pruned, rule: rule)
     }
 
     /// Rows of the by-number sweep (up to half of all neurons).

@@ -133,9 +133,15 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         public init() {}
     }
 
-    /// prune_neuron_cifar.py: the threshold sweep 0, step, ..., max and the chosen threshold.
+    /// prune_neuron_cifar.py: the threshold sweep 0, step, ..., max and the pruned model's
+    /// threshold: `threshold` (fixed, the reference's way), or with `acc_ratio` chosen on the
+    /// defender's clean images among the sweep's thresholds (`Pruning.chooseThreshold`). One of the
+    /// two is set, the other null.
     public struct PruningSettings: Codable, Equatable, ConfigSection {
-        public var threshold = 0.2
+        public var threshold: Double? = 0.2
+        /// The largest sweep threshold before the first that costs this fraction of the unpruned
+        /// model's clean accuracy on the defender's images.
+        public var accRatio: Double?
         public var max = 0.9
         public var step = 0.05
         public init() {}
@@ -214,6 +220,12 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         try atLeastOne(defense.anp.printEvery, "defense.anp.print_every")
         try atLeastOne(defense.anp.batchSize, "defense.anp.batch_size")
         try fraction(defense.pruning.threshold, "defense.pruning.threshold")
+        try fraction(defense.pruning.accRatio, "defense.pruning.acc_ratio", openAtZero: true)
+        if (defense.pruning.threshold == nil) == (defense.pruning.accRatio == nil) {
+            // The section, so that the error names the last layer that touched it.
+            throw ConfigError(key: "defense.pruning", "set exactly one of defense.pruning.threshold (a fixed threshold) and defense.pruning.acc_ratio "
+                                + "(the threshold chosen on the defender's clean images); the other null")
+        }
         try fraction(defense.pruning.max, "defense.pruning.max")
         try positive(defense.pruning.step, "defense.pruning.step")
         try fraction(defense.cleanFrac, "defense.clean_frac", openAtZero: true)

@@ -1,9 +1,11 @@
 import Attacks
+import Datasets
 import Foundation
 import Formats
 import Models
 import NN
 import Support
+import Training
 import XCTest
 @testable import BackdoorCLI
 @testable import Defenses
@@ -102,6 +104,41 @@ final class DefendCommandTests: XCTestCase {
         for neuron in pruned {
             let weight = try layers[neuron["layer"] as! String]!.weight.plainValues()
             XCTAssertEqual(weight[neuron["index"] as! Int], 0)
+        }
+    }
+
+    /// `--acc-ratio`: the threshold is chosen on the defender's images, and result.json says which,
+    /// from which candidates and why. The rule is recomputed from the recorded accuracies, the
+    /// chosen one is re-measured on the written model, and exactly the neurons at or below it are pruned.
+    func testANPChoosesTheThresholdOnTheDefendersImagesAndRecordsTheDecision() throws {
+        guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
+        let (result, output, _, _) = try defend("anp", ["--clean-frac", "0.002", "--nb-iter", "4", "--acc-ratio", "0.1",
+                                                        "--set", "pruning_step=0.1", "--test-limit", "100"])
+        XCTAssertEqual((result["settings"] as? [String: Double])?["acc_ratio"], 0.1)
+        let decision = try XCTUnwrap(result["decision"] as? [String: Any])
+        let selection = try XCTUnwrap(decision["selection"] as? [String: Any])
+        let candidates = try XCTUnwrap(selection["candidates"] as? [Double])
+        XCTAssertEqual(candidates.count, 10)
+        for (a, b) in zip(candidates, Pruning.thresholds(max: 0.9, step: 0.1)) { XCTAssertEqual(a, b, accuracy: 1e-12) }
+        XCTAssertTrue(try XCTUnwrap(selection["rule"] as? String).contains("defender's 100 images"), "\(selection)")
+        let base = try XCTUnwrap(selection["defender_clean_acc_unpruned"] as? Double)
+        let tried = try XCTUnwrap(selection["tried"] as? [[String: Any]])
+        let accuracies = tried.map { $0["defender_clean_acc"] as! Double }
+        let firstOut = accuracies.firstIndex { (base - $0) / base >= 0.1 }
+        XCTAssertEqual(tried.count, firstOut.map { $0 + 1 } ?? 10, "tried up to the first that loses 10%, or all")
+        let threshold = try XCTUnwrap(decision["threshold"] as? Double)
+        XCTAssertEqual(threshold, firstOut == 0 ? ThresholdChoice.nothingPruned : tried[(firstOut ?? 10) - 1]["threshold"] as? Double)
+
+        let pruned = try XCTUnwrap(result["pruned"] as? [[String: Any]])
+        XCTAssertEqual(pruned.count, tried.last { $0["threshold"] as? Double == threshold }?["pruned"] as? Int ?? 0)
+        XCTAssertTrue(pruned.allSatisfy { ($0["value"] as! Double) <= threshold })
+        let (repaired, _) = try Checkpoint.load(output + "/model.safetensors", on: testBackend)
+        let data = try CIFAR10.load(directory: shared + "/cifar10")
+        let defender = data.train.subset(DataSplit(permutation: try Permutation.read(path: shared + "/anp/cifar_shuffle.txt"),
+                                                   valFrac: 0.002).defender)
+        if let chosen = tried.last(where: { $0["threshold"] as? Double == threshold }) {
+            XCTAssertEqual(try Evaluation.evaluate(repaired, on: defender).accuracy, chosen["defender_clean_acc"] as! Double,
+                           accuracy: 1e-12, "the recorded accuracy is the written model's")
         }
     }
 

@@ -59,7 +59,9 @@ extension DefendCommandTests {
         let sweep = try XCTUnwrap(decision["sweep"] as? [[String: Any]])
         XCTAssertEqual(sweep.count, 19, "thresholds 0 to 0.9 by 0.05")
         let base = try XCTUnwrap(decision["defender_clean_acc_before"] as? Double)
-        let kept = sweep.last { abs(($0["defender_clean_acc"] as! Double) - base) / base < 0.3 }
+        // The last level before the first that loses 30% of the unpruned model's defender accuracy.
+        let firstOut = sweep.firstIndex { (base - ($0["defender_clean_acc"] as! Double)) / base >= 0.3 } ?? sweep.count
+        let kept = firstOut == 0 ? nil : sweep[firstOut - 1]
         XCTAssertEqual(pruned.count, kept?["pruned"] as? Int ?? 0)
         XCTAssertFalse(pruned.isEmpty, "sweep \(sweep)")
         let level = try XCTUnwrap(kept?["level"] as? Double)

@@ -1,5 +1,6 @@
 import Attacks
 import Datasets
+import Defenses
 import Experiments
 import Foundation
 import Support
@@ -59,6 +60,22 @@ final class RunCommandTests: XCTestCase {
         (data as NSString).deletingLastPathComponent + "/anp/cifar_shuffle.txt"
     }
 
+    /// `--threshold` and `--acc-ratio` each replace the preset's way of setting the threshold; both at once are refused.
+    func testThresholdAndAccRatioFlagsReplaceEachOther() throws {
+        let fixed = try RunCommand.parse(["--preset", "quick", "--threshold", "0.5"]).options.settings().defense.pruning
+        XCTAssertEqual(fixed.threshold, 0.5)
+        XCTAssertNil(fixed.accRatio, "the quick preset's acc_ratio is dropped")
+        let chosen = try RunCommand.parse(["--preset", "homework", "--acc-ratio", "0.05"]).options.settings().defense.pruning
+        XCTAssertEqual(chosen.accRatio, 0.05)
+        XCTAssertNil(chosen.threshold, "the homework preset's fixed 0.2 is dropped")
+        XCTAssertThrowsError(try RunCommand.parse(["--threshold", "0.5", "--acc-ratio", "0.05"])) { error in
+            XCTAssertTrue(RunCommand.message(for: error).contains("give one of them"), RunCommand.message(for: error))
+        }
+        XCTAssertThrowsError(try RunCommand.parse(["--acc-ratio", "1.5"])) { error in
+            XCTAssertTrue(RunCommand.message(for: error).contains("--acc-ratio 1.5 is out of range"), RunCommand.message(for: error))
+        }
+    }
+
     func testOneAttackEndToEndWritesStagesSummaryAndAConsistentReport() throws {
         let data = try dataDirectory()
         let root = try temporaryDirectory() + "/run"
@@ -83,10 +100,15 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(trainConfig["width"] as? Int, 16)
         XCTAssertEqual(trainConfig["epochs"] as? Int, 2)
         XCTAssertEqual((trainConfig["input"] as? [String: Any])?["stage"] as? String, "poison")
+        XCTAssertEqual(((try json(attack + "/poison/config.json")["data"] as? [String: Any])?["split"] as? String)?
+                           .hasPrefix("permutation md5 "), true, "named by its content, not by its path in the build folder")
         let anpConfig = try json(attack + "/anp/config.json")
         XCTAssertEqual(anpConfig["iterations"] as? Int, 4)
         XCTAssertEqual(anpConfig["alpha"] as? Double, 0.2)
-        XCTAssertEqual(try json(attack + "/prune/config.json")["threshold"] as? Double, Self.quick.defense.pruning.threshold)
+        let pruneConfig = try json(attack + "/prune/config.json")
+        XCTAssertEqual(pruneConfig["acc_ratio"] as? Double, try XCTUnwrap(Self.quick.defense.pruning.accRatio),
+                       "the quick preset chooses the threshold on the defender's images")
+        XCTAssertTrue(pruneConfig["threshold"] is NSNull)
         XCTAssertEqual(try text(attack + "/train/train_log.jsonl").split(separator: "\n").count, 2)
         XCTAssertEqual(try lastJSONLine(attack + "/anp/anp_log.jsonl")["iteration"] as? Int, 4)
         XCTAssertEqual(try text(attack + "/anp/mask_values.txt").split(separator: "\n").count, 1 + 75 * 16,
@@ -102,10 +124,25 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(badnets["asr_before"] as? Double, evaluation["asr"] as? Double)
         XCTAssertEqual(badnets["clean_acc_after"] as? Double, pruned["clean_acc"] as? Double)
         XCTAssertEqual(badnets["asr_after"] as? Double, pruned["asr"] as? Double)
-        XCTAssertEqual(badnets["threshold"] as? Double, Self.quick.defense.pruning.threshold)
         XCTAssertEqual(badnets["pruned_neurons"] as? Int, pruned["pruned_neurons"] as? Int)
+        // The threshold: chosen by the defender-data rule, recomputed here from the accuracies it records.
+        let threshold = try XCTUnwrap(pruned["threshold"] as? Double)
+        XCTAssertEqual(badnets["threshold"] as? Double, threshold)
+        let selection = try XCTUnwrap(pruned["selection"] as? [String: Any])
+        XCTAssertEqual(badnets["threshold_rule"] as? String, selection["rule"] as? String)
+        XCTAssertTrue(try XCTUnwrap(selection["rule"] as? String).contains("defender's 500 images"), "\(selection)")
+        let candidates = Pruning.thresholds(max: Self.quick.defense.pruning.max, step: Self.quick.defense.pruning.step)
+        let recorded = try XCTUnwrap(selection["candidates"] as? [Double])
+        XCTAssertEqual(recorded.count, candidates.count)
+        for (a, b) in zip(recorded, candidates) { XCTAssertEqual(a, b, accuracy: 1e-12, "JSON keeps about 16 digits") }
+        let (base, ratio) = (try XCTUnwrap(selection["defender_clean_acc_unpruned"] as? Double), try XCTUnwrap(Self.quick.defense.pruning.accRatio))
+        let tried = try XCTUnwrap(selection["tried"] as? [[String: Any]])
+        let firstOut = tried.firstIndex { (base - ($0["defender_clean_acc"] as! Double)) / base >= ratio }
+        XCTAssertEqual(tried.count, firstOut.map { $0 + 1 } ?? candidates.count)
+        XCTAssertEqual(threshold, firstOut == 0 ? ThresholdChoice.nothingPruned : candidates[(firstOut ?? candidates.count) - 1],
+                       accuracy: 1e-12)
         let masks = try maskValues(attack + "/anp/mask_values.txt")
-        XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= Self.quick.defense.pruning.threshold }.count,
+        XCTAssertEqual(badnets["pruned_neurons"] as? Int, masks.filter { $0 <= threshold }.count,
                        "the chosen threshold prunes exactly the neurons whose mask is at most the threshold")
         let seconds = try XCTUnwrap(badnets["seconds"] as? Double)
         let stageSeconds = try expected.keys.map { try XCTUnwrap(json("\(attack)/\($0)/done.json")["seconds"] as? Double) }
@@ -203,9 +240,10 @@ final class RunCommandTests: XCTestCase {
     }
 
     /// The README's main job, `make quick`, as it is: BadNets on a width-16 ResNet-18 trained on
-    /// the reference split, then ANP masks and pruning at mask <= 0.3. The backdoor must take hold
-    /// and pruning must remove it for a few points of clean accuracy (the ANP issue's check: ASR
-    /// from above 90% to below 20%). About 6 minutes on 2 cores.
+    /// the reference split, then ANP masks (eps 0.3) and pruning at the threshold chosen on the
+    /// defender's clean images. The backdoor must take hold and pruning must remove it for at most
+    /// 3 points of clean accuracy (issue 16's target: ASR from at least 90% to at most 10%).
+    /// Measured on seed 0: 73.23% -> 70.36%, ASR 99.91% -> 8.47% at 0.15. About 6 minutes on 2 idle cores.
     func testQuickPresetBackdoorTakesHoldAndANPPruningRemovesIt() throws {
         let data = try dataDirectory()
         let splitFile = referenceSplitFile(besides: data)
@@ -218,13 +256,14 @@ final class RunCommandTests: XCTestCase {
                                         try XCTUnwrap(badnets["asr_before"] as? Double))
         let (cleanAfter, asrAfter) = (try XCTUnwrap(badnets["clean_acc_after"] as? Double),
                                       try XCTUnwrap(badnets["asr_after"] as? Double))
-        print(String(format: "quick preset: clean %.4f -> %.4f, ASR %.4f -> %.4f, %d neurons pruned", cleanBefore,
-                     cleanAfter, asrBefore, asrAfter, badnets["pruned_neurons"] as? Int ?? -1))
+        print(String(format: "quick preset: clean %.4f -> %.4f, ASR %.4f -> %.4f, threshold %g, %d neurons pruned", cleanBefore,
+                     cleanAfter, asrBefore, asrAfter, badnets["threshold"] as? Double ?? -1, badnets["pruned_neurons"] as? Int ?? -1))
         XCTAssertEqual(try json(root + "/badnets/eval/result.json")["clean_images"] as? Int, 10_000, "the full test set")
+        XCTAssertTrue((badnets["threshold_rule"] as? String ?? "").contains("defender's 500 images"), "chosen on the defender's data")
         XCTAssertGreaterThan(cleanBefore, 0.6, "a model that learned CIFAR-10, not chance")
-        XCTAssertGreaterThan(asrBefore, 0.9, "the backdoor took hold")
-        XCTAssertLessThan(asrAfter, 0.2, "pruning removed the backdoor")
-        XCTAssertGreaterThan(cleanAfter, cleanBefore - 0.07, "at the cost of a few points of clean accuracy")
+        XCTAssertGreaterThanOrEqual(asrBefore, 0.9, "the backdoor took hold")
+        XCTAssertLessThanOrEqual(asrAfter, 0.1, "pruning removed the backdoor")
+        XCTAssertGreaterThanOrEqual(cleanAfter, cleanBefore - 0.03, "at the cost of at most 3 points of clean accuracy")
     }
 
     /// An interruption right after epoch 1's checkpoint (what a kill then leaves behind), then

@@ -53,13 +53,32 @@ final class FineTuningTests: XCTestCase {
         XCTAssertEqual(FinePruning.levels(channels: 512, oncePruneRatio: 0.01), Array(stride(from: 0, to: 512, by: 6)),
                        "ceil(512 * 0.01) = 6 per step")
         let curve = [0.80, 0.80, 0.79, 0.75, 0.71, 0.70, 0.85]
-        let choice = FinePruning.chooseLevel(levels: Array(0..<7), accRatio: 0.1) { curve[$0] }
+        let choice = LevelChoice.choose(levels: Array(0..<7), baseline: curve[0], accRatio: 0.1) { curve[$0] }
         // (0.80 - 0.71) / 0.80 = 0.1125 >= 0.1 stops at level 4; level 3 (0.0625) is kept.
         XCTAssertEqual(choice.level, 3)
-        XCTAssertEqual(choice.tried.map(\.level), [0, 1, 2, 3, 4])
-        XCTAssertEqual(FinePruning.chooseLevel(levels: Array(0..<7), accRatio: 0.5) { curve[$0] }.level, 6)
-        XCTAssertEqual(FinePruning.chooseLevel(levels: [0, 1], accRatio: 0.1) { [0.0, 0.0][$0] }.level, 0,
-                       "a model with no clean accuracy is not pruned")
+        XCTAssertEqual(choice.tried.map(\.level), [0, 1, 2, 3, 4], "nothing after the first failure is tried")
+        XCTAssertEqual(choice.tried.map(\.accuracy), Array(curve.prefix(5)))
+        XCTAssertEqual(LevelChoice.choose(levels: Array(0..<7), baseline: curve[0], accRatio: 0.5) { curve[$0] }.level, 6)
+        XCTAssertNil(LevelChoice.choose(levels: [0, 1], baseline: 0, accRatio: 0.1) { [0.0, 0.0][$0] }.level,
+                     "a model with no clean accuracy is not pruned")
+    }
+
+    /// The chooser ANP's threshold and RNP's level use: the baseline is the unpruned model's (their
+    /// first level may already prune), a gain passes, and a level past the first failure is never
+    /// chosen even when it would pass.
+    func testLevelChoiceKeepsTheLastLevelBeforeTheFirstOutOfBudget() {
+        let thresholds = [0.0, 0.1, 0.2, 0.3, 0.4]
+        let accuracy = [0.0: 0.752, 0.1: 0.760, 0.2: 0.740, 0.3: 0.700, 0.4: 0.750]
+        // Budget 0.03 of 0.75: at least 0.7275 keeps; 0.700 at 0.3 is out; 0.4 would pass but is not tried.
+        let choice = LevelChoice.choose(levels: thresholds, baseline: 0.75, accRatio: 0.03) { accuracy[$0]! }
+        XCTAssertEqual(choice.level, 0.2)
+        XCTAssertEqual(choice.tried.map(\.level), [0.0, 0.1, 0.2, 0.3])
+        XCTAssertEqual(choice.baseline, 0.75)
+        XCTAssertNil(LevelChoice.choose(levels: thresholds, baseline: 0.80, accRatio: 0.03) { accuracy[$0]! }.level,
+                     "the first threshold already costs (0.80 - 0.752) / 0.80 = 6%")
+        XCTAssertEqual(LevelChoice.choose(levels: thresholds, baseline: 0.75, accRatio: 0.1) { accuracy[$0]! }.level, 0.4)
+        XCTAssertTrue(LevelChoice<Double>.keeps(0.73, baseline: 0.75, accRatio: 0.03))
+        XCTAssertFalse(LevelChoice<Double>.keeps(0.375, baseline: 0.5, accRatio: 0.25), "a drop of exactly acc_ratio is out")
     }
 
     func testAttentionLossAndGradientMatchTorch() throws {

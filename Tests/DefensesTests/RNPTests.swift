@@ -62,9 +62,10 @@ final class RNPTests: XCTestCase {
 
         XCTAssertLessThanOrEqual(result.unlearning.last!.accuracy, config.cleanThreshold, "unlearning ran until accuracy collapsed")
         XCTAssertTrue(result.unlearning.dropLast().allSatisfy { $0.accuracy > config.cleanThreshold }, "and stopped there")
-        // The level: the largest in the sweep within acc_ratio of the unpruned defender accuracy.
-        let qualifying = result.sweep.filter { abs($0.metrics.cleanAccuracy - result.cleanAccuracyBefore) / result.cleanAccuracyBefore < 0.3 }
-        XCTAssertEqual(result.pruned.count, qualifying.last?.pruned ?? 0)
+        // The level: the last of the sweep before the first that loses 30% of the unpruned defender accuracy.
+        let base = result.cleanAccuracyBefore
+        let firstOut = result.sweep.firstIndex { (base - $0.metrics.cleanAccuracy) / base >= 0.3 } ?? result.sweep.count
+        XCTAssertEqual(result.pruned.count, firstOut == 0 ? 0 : result.sweep[firstOut - 1].pruned)
         XCTAssertEqual(result.pruned, Array(Pruning.sorted(result.scores).prefix(result.pruned.count)), "the lowest masks")
         XCTAssertEqual(result.scores.count, f.model.batchNorms.reduce(0) { $0 + $1.channels })
         XCTAssertTrue(result.scores.allSatisfy { (0...1).contains($0.value) })

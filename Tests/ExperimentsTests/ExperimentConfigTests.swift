@@ -66,6 +66,10 @@ final class ExperimentConfigTests: XCTestCase {
             ("defense: {settings: {clp: {v: 1}}}", "defense.settings.clp.v", "is not a setting of clp"),
             ("defense: {settings: {magic: {v: 1}}}", "defense.settings.magic", "unknown defense"),
             ("model: {name: resnet50}", "model.name", "unknown model \"resnet50\""),
+            // The quick preset chooses its threshold (acc_ratio): a fixed one as well is ambiguous.
+            ("defense: {pruning: {threshold: 0.2}}", "defense.pruning", "set exactly one of defense.pruning.threshold"),
+            ("defense: {pruning: {acc_ratio: null}}", "defense.pruning", "set exactly one of defense.pruning.threshold"),
+            ("defense: {pruning: {acc_ratio: 0}}", "defense.pruning.acc_ratio", "is out of range: expected a number in (0, 1]"),
             ("- just\n- a list", "(document)", "expected a mapping"),
             ("training: {epochs: [", "(document)", "is not valid YAML"),
         ]
