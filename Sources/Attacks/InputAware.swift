@@ -353,6 +353,12 @@ public final class InputAwareTraining: JointTrainingAttack {
         return PoisonedTrainingSet(images: out, isPoisoned: flags)
     }
 
+    public func trainingState() throws -> [String: HostTensor] { try attack.trainingState() }
+
+    public func restoreTrainingState(_ tensors: [String: HostTensor], source: String) throws {
+        try attack.restoreTrainingState(tensors, source: source)
+    }
+
     public func poisonTest(from cleanTest: ImageSet) throws -> ImageSet {
         var set = cleanTest.subset(cleanTest.labels.indices.filter { cleanTest.labels[$0] != attack.target })
         try attack.poison(&set, at: Array(set.labels.indices))
@@ -373,11 +379,26 @@ extension InputAwareAttack: ImageTrigger, Equatable {
 
     /// Both generators' state_dicts under the reference's checkpoint keys `netG.` and `netM.`.
     public func stateDicts() throws -> [String: HostTensor] {
-        var out: [String: HostTensor] = [:]
+        try patternNet.stateDict().prefixed("netG.").merging(try maskNet.stateDict().prefixed("netM.")) { $1 }
+    }
+
+    /// Loads both generators from `stateDicts`' keys.
+    func loadStateDicts(_ tensors: [String: HostTensor], source: String) throws {
         for (prefix, net) in [("netG.", patternNet), ("netM.", maskNet)] {
-            for (name, tensor) in try net.stateDict() { out[prefix + name] = tensor }
+            try net.load(stateDict: tensors.under(prefix), source: "\(source) \(prefix)*")
         }
-        return out
+    }
+
+    /// The generators and their Adam states (`adamG.`, `adamM.`): what a resumed run needs.
+    public func trainingState() throws -> [String: HostTensor] {
+        try stateDicts().merging(adamG.state(patternNet.parameters).prefixed("adamG.")) { $1 }
+            .merging(adamM.state(maskNet.parameters).prefixed("adamM.")) { $1 }
+    }
+
+    public func restoreTrainingState(_ tensors: [String: HostTensor], source: String) throws {
+        try loadStateDicts(tensors.filter { $0.key.hasPrefix("netG.") || $0.key.hasPrefix("netM.") }, source: source)
+        try adamG.restore(patternNet.parameters, from: tensors.under("adamG."), source: source + " adamG.*")
+        try adamM.restore(maskNet.parameters, from: tensors.under("adamM."), source: source + " adamM.*")
     }
 
     /// The trained generators of a trigger information file (for evaluation: no training state).
@@ -386,10 +407,6 @@ extension InputAwareAttack: ImageTrigger, Equatable {
         var settings = InputAwareSettings()
         settings.generatorWidth = generatorWidth
         try self.init(settings: settings, target: target, rate: rate, seed: 0, on: backend)
-        for (prefix, net) in [("netG.", patternNet), ("netM.", maskNet)] {
-            let own = Dictionary(uniqueKeysWithValues: tensors.filter { $0.key.hasPrefix(prefix) }
-                .map { (String($0.key.dropFirst(prefix.count)), $0.value) })
-            try net.load(stateDict: own, source: "\(source) \(prefix)*")
-        }
+        try loadStateDicts(tensors, source: source)
     }
 }

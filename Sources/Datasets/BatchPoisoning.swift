@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 import Support
 
@@ -70,4 +71,9 @@ public protocol JointTrainingAttack: AnyObject {
     func learn(inputGradient: [Float], epoch: Int) throws
     /// The attack-success test set (non-target images, triggered, labelled with the target).
     func poisonTest(from cleanTest: ImageSet) throws -> ImageSet
+    /// Everything training changes in the attack (its networks, their optimisers), for the
+    /// classifier's resume state; the rest follows from the seed and the epoch.
+    func trainingState() throws -> [String: HostTensor]
+    /// Continues from what `trainingState` returned (read from `source`).
+    func restoreTrainingState(_ tensors: [String: HostTensor], source: String) throws
 }

@@ -122,3 +122,16 @@ public struct HostTensor: Equatable, Sendable {
         values.withUnsafeBytes { [UInt8]($0) }
     }
 }
+
+extension Dictionary where Key == String, Value == HostTensor {
+    /// The tensors named `prefix` + something, under that something (one network's part of a
+    /// file holding several).
+    public func under(_ prefix: String) -> [String: HostTensor] {
+        Dictionary(uniqueKeysWithValues: filter { $0.key.hasPrefix(prefix) }.map { (String($0.key.dropFirst(prefix.count)), $0.value) })
+    }
+
+    /// These tensors with `prefix` put before every name (the inverse of `under`).
+    public func prefixed(_ prefix: String) -> [String: HostTensor] {
+        Dictionary(uniqueKeysWithValues: map { (prefix + $0.key, $0.value) })
+    }
+}

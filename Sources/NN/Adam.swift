@@ -1,3 +1,4 @@
+import Formats
 import Foundation
 
 /// torch.optim.Adam (no weight decay, eps 1e-8, PyTorch's default betas) on one host array; with
@@ -51,6 +52,43 @@ public final class ParameterAdam {
             var values = try p.plainValues()
             adam.step(&values, gradient: try p.plainGradient())
             try p.setPlainValues(values)
+            states[key] = (p, adam)
+        }
+    }
+
+    /// The moments and step counts in PyTorch's shapes, keyed `m.`, `v.`, `v_max.` (amsgrad) and
+    /// `step.` + the parameter name (for resuming; parameters never stepped are left out).
+    public func state(_ parameters: [Parameter]) -> [String: HostTensor] {
+        var out: [String: HostTensor] = [:]
+        for p in parameters {
+            guard let adam = states[ObjectIdentifier(p)]?.adam else { continue }
+            out["m." + p.name] = HostTensor(floats: adam.m, shape: p.plainShape)
+            out["v." + p.name] = HostTensor(floats: adam.v, shape: p.plainShape)
+            if amsgrad { out["v_max." + p.name] = HostTensor(floats: adam.vMax, shape: p.plainShape) }
+            out["step." + p.name] = HostTensor(int64s: [Int64(adam.t)], shape: [])
+        }
+        return out
+    }
+
+    /// Restores what `state` wrote; a parameter without a saved step starts afresh.
+    public func restore(_ parameters: [Parameter], from state: [String: HostTensor], source: String) throws {
+        for p in parameters {
+            let key = ObjectIdentifier(p)
+            guard let step = state["step." + p.name] else {
+                states[key] = nil
+                continue
+            }
+            func moment(_ prefix: String) throws -> [Float] {
+                guard let t = state[prefix + p.name], t.shape == p.plainShape else {
+                    throw ShapeError("\(source): Adam state \(prefix)\(p.name) is missing or not of shape \(p.plainShape)")
+                }
+                return try t.floats()
+            }
+            var adam = Adam(count: p.count, learningRate: learningRate, beta1: beta1, beta2: beta2, amsgrad: amsgrad)
+            (adam.m, adam.v) = (try moment("m."), try moment("v."))
+            if amsgrad { adam.vMax = try moment("v_max.") }
+            guard let t = try step.int64s().first, t >= 0 else { throw ShapeError("\(source): Adam step.\(p.name) is not a count") }
+            adam.t = Int(t)
             states[key] = (p, adam)
         }
     }

@@ -101,8 +101,9 @@ public struct RunFolder {
     public var sweep: Piece<SweepTable>
     public var leaderboard: Piece<Leaderboard>
 
-    /// Attack folders in the runner's order first, then any others alphabetically.
-    public static let knownAttacks = ["badnets", "blend", "clean-label", "sig", "wanet", "bpp", "ftrojan", "trojannn"]
+    /// Attack folders in the runner's order first, then any others alphabetically (Reports cannot
+    /// see PoisonType; ExperimentConfigTests checks that this is PoisonType.experimentAttacks).
+    public static let knownAttacks = ["badnets", "blend", "clean-label", "sig", "wanet", "bpp", "ftrojan", "trojannn", "inputaware"]
 
     public static func load(directory: String) throws -> RunFolder {
         var isDirectory: ObjCBool = false

@@ -126,10 +126,6 @@ public final class Trainer {
         var records: [EpochRecord] = []
         var startEpoch = 0
         if resume, FileManager.default.fileExists(atPath: resumePath) {
-            if jointAttack != nil {
-                throw TrainingError(description: "--resume: an attack that trains its own networks with the classifier "
-                    + "(inputaware) cannot resume, its generators are not in \(resumePath); train afresh with --overwrite")
-            }
             (startEpoch, records) = try restore()
             say("resuming after epoch \(startEpoch) of \(config.epochs)")
         } else {
@@ -200,6 +196,7 @@ public final class Trainer {
     private func saveResumeState(completedEpochs: Int, records: [EpochRecord]) throws {
         var tensors = try model.stateDict()
         for (k, v) in try sgd.state(model.parameters) { tensors[k] = v }
+        tensors.merge(try jointAttack?.trainingState().prefixed(Self.jointPrefix) ?? [:]) { $1 }
         let log = String(decoding: try JSONEncoder().encode(records), as: UTF8.self)
         let configText = String(decoding: try JSONEncoder().encode(config), as: UTF8.self)
         let settings = String(decoding: try JSONEncoder().encode(runSettings), as: UTF8.self)
@@ -229,11 +226,22 @@ public final class Trainer {
               let records = try? JSONDecoder().decode([EpochRecord].self, from: Data(log.utf8)) else {
             throw FileError(resumePath, "resume state lacks completed_epochs or records")
         }
-        let modelTensors = file.tensors.filter { !$0.key.hasPrefix("momentum.") }
+        let modelTensors = file.tensors.filter { !$0.key.hasPrefix("momentum.") && !$0.key.hasPrefix(Self.jointPrefix) }
         try model.load(stateDict: modelTensors, source: resumePath)
         try sgd.restore(model.parameters, from: file.tensors)
+        if let jointAttack {
+            let own = file.tensors.under(Self.jointPrefix)
+            guard !own.isEmpty else {
+                throw FileError(resumePath, "holds no state of the attack's own networks (joint.*), which this run trains; "
+                    + "train afresh with --overwrite")
+            }
+            try jointAttack.restoreTrainingState(own, source: resumePath)
+        }
         return (completed, records)
     }
+
+    /// The resume state's keys of a jointly trained attack (Input-aware's generators and Adam states).
+    static let jointPrefix = "joint."
 }
 
 extension EpochRecord {

@@ -199,6 +199,52 @@ final class InputAwareTests: XCTestCase {
         XCTAssertEqual(changed, 10, "the backdoor and the cross images carry a generated trigger")
     }
 
+    /// A run stopped after epoch 1 of 2 and resumed ends as an uninterrupted one: the resume
+    /// state carries netG, netM and their Adam states (netM's pretraining is not redone).
+    func testResumedRunContinuesIdentically() throws {
+        guard let data = AttackTrainingTests.data else { throw XCTSkip("shared CIFAR-10 not present") }
+        let train = data.attacker.subset(Array(0..<128)), test = data.test.subset(Array(0..<40))
+        var config = TrainingConfig()
+        (config.epochs, config.learningRate, config.milestones, config.width, config.augment, config.batchSize) = (2, 0.05, [1], 4, true, 32)
+        var settings = AttackSettings(poisonType: .inputaware, target: 0, rate: 0.25, seed: 3)
+        (settings.inputAware.generatorWidth, settings.inputAware.maskEpochs, settings.inputAware.milestonesG) = (2, 1, [1])
+        struct Stop: Error {}
+        func run(_ folder: String, stopAfter: Int? = nil, resume: Bool = false) throws -> ([EpochRecord], InputAwareTraining) {
+            let trainer = try Trainer(config: config, trainSet: train, cleanTest: test, poisonTest: nil, outputDirectory: folder,
+                                      backend: testBackend)
+            trainer.quiet = true
+            let joint = try XCTUnwrap(try settings.inputAwareTraining(trainSet: train, batchSize: config.batchSize,
+                                                                     augment: config.augment, on: testBackend))
+            trainer.jointAttack = joint
+            trainer.onEpoch = { if $0.epoch == stopAfter { throw Stop() } }
+            return (try trainer.run(resume: resume), joint)
+        }
+        let straight = NSTemporaryDirectory() + "inputaware-straight-\(UUID().uuidString)"
+        let resumed = NSTemporaryDirectory() + "inputaware-resumed-\(UUID().uuidString)"
+        defer { for folder in [straight, resumed] { try? FileManager.default.removeItem(atPath: folder) } }
+        let (expected, straightJoint) = try run(straight)
+        XCTAssertThrowsError(try run(resumed, stopAfter: 1)) { XCTAssertTrue($0 is Stop, "\($0)") }
+        let state = try SafeTensors.read(path: resumed + "/resume_state.safetensors")
+        XCTAssertEqual(state.metadata["completed_epochs"], "1")
+        XCTAssertNotNil(state.tensors["joint.netM.convblock_down_0.conv2d.weight"])
+        XCTAssertEqual(try state.tensors["joint.adamG.step.convblock_down_0.conv2d.weight"]?.int64s(), [4], "4 batches of 32 stepped netG")
+        XCTAssertEqual(try state.tensors["joint.adamM.step.convblock_down_0.conv2d.weight"]?.int64s(), [4], "one mask epoch")
+
+        let (records, resumedJoint) = try run(resumed, resume: true)
+        XCTAssertEqual(records.map(\.trainLoss), expected.map(\.trainLoss))
+        XCTAssertEqual(records.map(\.poisonAcc), expected.map(\.poisonAcc))
+        XCTAssertEqual(records.map(\.cleanAcc), expected.map(\.cleanAcc))
+        // The names of differing tensors, not their bytes, on failure.
+        func differing(_ a: [String: HostTensor], _ b: [String: HostTensor]) -> [String] {
+            Set(a.keys).union(b.keys).filter { a[$0] != b[$0] }.sorted()
+        }
+        XCTAssertEqual(differing(try SafeTensors.read(path: resumed + "/model_last.safetensors").tensors,
+                                 try SafeTensors.read(path: straight + "/model_last.safetensors").tensors), [], "same classifier")
+        let state1 = try resumedJoint.trainingState(), state2 = try straightJoint.trainingState()
+        XCTAssertEqual(state1.count, state2.count)
+        XCTAssertEqual(differing(state1, state2), [], "same generators and Adam states")
+    }
+
     /// A width-8 ResNet-18 trained with the generators (width 8, one mask epoch) on the first
     /// 2,000 attacker images for 3 epochs; the ASR of its own generated triggers against the
     /// committed clean width-8 model's on the same triggered images.

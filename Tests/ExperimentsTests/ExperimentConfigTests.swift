@@ -1,6 +1,7 @@
 import Attacks
 import Defenses
 import Foundation
+import Reports
 import XCTest
 @testable import Experiments
 
@@ -104,5 +105,11 @@ final class ExperimentConfigTests: XCTestCase {
                 XCTAssertLessThanOrEqual(value, 20, "benchmark: \(name).\(key)")
             }
         }
+    }
+
+    /// Reports order attack folders by their own list (Reports does not depend on Attacks): it must
+    /// be the runner's, or a new attack sorts after the unknown folders.
+    func testReportsKnowEveryAttackInTheRunnersOrder() {
+        XCTAssertEqual(RunFolder.knownAttacks, PoisonType.experimentAttacks.map(\.rawValue))
     }
 }
