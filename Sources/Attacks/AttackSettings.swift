@@ -78,6 +78,54 @@ public struct DataTriggerSettings: Equatable {
         }
     }
 
+    /// `type`'s settings by the names a run config gives them (`attack.settings.<attack>.<name>`:
+    /// the CLI flags without the attack's prefix), with their values here; dithering is 0 or 1.
+    public func named(for type: PoisonType) -> [String: Double] {
+        switch type {
+        case .sig: return ["delta": sigDelta, "f": sigFrequency]
+        case .wanet: return ["k": Double(wanetK), "s": wanetS, "grid_rescale": gridRescale, "cross_ratio": crossRatio]
+        case .bpp: return ["squeeze_num": Double(squeezeNum), "dithering": dithering ? 1 : 0, "neg_ratio": negativeRatio]
+        case .ftrojan: return ["magnitude": ftrojanMagnitude, "window": Double(ftrojanWindow)]
+        default: return [:]
+        }
+    }
+
+    /// These settings with `values` (names as in `named(for:)`) set for `type`. Unknown names and
+    /// fractional counts are errors; ranges are checked by `AttackSettings.validate()`.
+    public func setting(_ values: [String: Double], for type: PoisonType) throws -> DataTriggerSettings {
+        let known = named(for: type)
+        var out = self
+        for (name, value) in values.sorted(by: { $0.key < $1.key }) {
+            guard known[name] != nil else {
+                throw AttackError.invalidValue(name: "\(type.rawValue) setting", value: name,
+                                               allowed: known.isEmpty ? "none (it has no trigger settings here)"
+                                                   : known.keys.sorted().joined(separator: ", "))
+            }
+            let counted = ["k", "squeeze_num", "window", "dithering"].contains(name)
+            guard !counted || (value.rounded() == value && abs(value) < 1e9) else {
+                throw AttackError.invalidValue(name: "\(type.rawValue) \(name)", value: "\(value)", allowed: "a whole number")
+            }
+            switch name {
+            case "delta": out.sigDelta = value
+            case "f": out.sigFrequency = value
+            case "k": out.wanetK = Int(value)
+            case "s": out.wanetS = value
+            case "grid_rescale": out.gridRescale = value
+            case "cross_ratio": out.crossRatio = value
+            case "squeeze_num": out.squeezeNum = Int(value)
+            case "dithering":
+                guard value == 0 || value == 1 else {
+                    throw AttackError.invalidValue(name: "bpp dithering", value: "\(value)", allowed: "0 (off) or 1 (on)")
+                }
+                out.dithering = value == 1
+            case "neg_ratio": out.negativeRatio = value
+            case "magnitude": out.ftrojanMagnitude = value
+            default: out.ftrojanWindow = Int(value)   // "window", the last name `named(for:)` has
+            }
+        }
+        return out
+    }
+
     /// The training-only settings of `type`, for the trigger information's notes.
     func notes(for type: PoisonType) -> [String: String] {
         switch type {
@@ -144,18 +192,23 @@ public struct AttackSettings: Equatable {
             throw AttackError.invalidValue(name: "--trigger-alpha with poison type", value: poisonType.rawValue,
                                            allowed: "badnets, blend or clean-label (the attacks with a pattern and mask)")
         }
-        _ = try data.trigger(for: poisonType, seed: seed)
+        try validateDataTriggers()
         if poisonType == .trojannn { try trojannn.validate() }
         if poisonType == .inputaware { try inputAware.validate() }
+        if cleanLabelDirectory == nil && poisonType == .cleanLabel {
+            throw AttackError.invalidValue(name: "poison type", value: "clean-label without --clb-dir",
+                                           allowed: "--clb-dir FOLDER (written by `backdoor clean-label`)")
+        }
+    }
+
+    /// SIG's, WaNet's, BPP's and FTrojan's settings: the trigger can be built, the batch ratios are in range.
+    public func validateDataTriggers() throws {
+        _ = try data.trigger(for: poisonType, seed: seed)
         if case .wanet = poisonType, !(data.crossRatio >= 0 && data.crossRatio.isFinite) {
             throw AttackError.invalidValue(name: "cross ratio", value: "\(data.crossRatio)", allowed: "a number >= 0")
         }
         if case .bpp = poisonType, !(0...1).contains(data.negativeRatio) {
             throw AttackError.invalidValue(name: "negative ratio", value: "\(data.negativeRatio)", allowed: "a number in [0, 1]")
-        }
-        if cleanLabelDirectory == nil && poisonType == .cleanLabel {
-            throw AttackError.invalidValue(name: "poison type", value: "clean-label without --clb-dir",
-                                           allowed: "--clb-dir FOLDER (written by `backdoor clean-label`)")
         }
     }
 

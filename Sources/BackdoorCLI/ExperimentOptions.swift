@@ -1,4 +1,5 @@
 import ArgumentParser
+import Attacks
 import Experiments
 import Foundation
 import Models
@@ -31,7 +32,7 @@ struct ExperimentOptions: ParsableArguments {
     var testLimit: Int?
     @Option(help: "Before/after numbers (summary.json, leaderboard) on the first N test images (default: all 10,000).")
     var evalLimit: Int?
-    @Option(help: "Share to poison: floor(rate x non-target images) for BadNets, Blend; round(rate x training images) capped by the target class for clean-label, SIG (0.1: all of it); round(rate x training images) for FTrojan, TrojanNN; int(rate x batch size) per batch for WaNet, BPP, inputaware.")
+    @Option(help: "Share to poison: floor(rate x non-target images) for BadNets, Blend; round(rate x training images) capped by the target class for clean-label, SIG (0.1: all of it); round(rate x training images) for FTrojan, TrojanNN; int(rate x batch size) per batch for WaNet, BPP, inputaware. Sets every attack's rate, over the config's attack.settings.<attack>.poison_rate (the quick preset's for WaNet, BPP, FTrojan).")
     var poisonRate: Double?
     @Option(help: "Target class of the backdoor (0-9).") var poisonTarget: Int?
     @Option(help: "32x32 PNG pattern for the Blend trigger (default: the papers' cifar_gaussian_noise.png, shipped; `seeded`: the tool's own seeded noise).") var triggerPattern: String?
@@ -70,7 +71,11 @@ struct ExperimentOptions: ParsableArguments {
             ("--test-limit", "evaluation.test_limit", testLimit), ("--eval-limit", "evaluation.eval_limit", evalLimit),
             ("--seed", "seed", seed),
         ]
-        return all.compactMap { flag, key, value in value.map { (flag, key, $0) } }
+        // The flag's rate is every attack's: it clears the attacks' own (attack.settings.<attack>.poison_rate).
+        let ownRates: [(String, String, Any?)] = PoisonType.experimentAttacks.map {
+            ("--poison-rate", "attack.settings.\($0.rawValue).poison_rate", poisonRate.map { _ in NSNull() })
+        }
+        return (all + ownRates).compactMap { flag, key, value in value.map { (flag, key, $0) } }
     }
 
     /// The preset, the config file and the flags, with `extra` keys (a command's own flags) on top.

@@ -155,9 +155,10 @@ public final class Experiment {
         return folder
     }
 
-    private func attackSettings(_ poisonType: PoisonType) -> AttackSettings {
-        var attack = AttackSettings(poisonType: poisonType, target: settings.attack.target, rate: settings.attack.poisonRate,
+    private func attackSettings(_ poisonType: PoisonType) throws -> AttackSettings {
+        var attack = AttackSettings(poisonType: poisonType, target: settings.attack.target, rate: settings.attack.poisonRate(for: poisonType),
                                     patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil, seed: settings.seed,
+                                    data: try settings.attack.dataTriggers(for: poisonType),
                                     trojannn: settings.attack.trojannn.attack)
         // Input-aware's generators follow the classifier's size: the reference's width 32 and 25 mask
         // epochs at width 64 and 25+ epochs, narrower (width / 2) and at most the run's epochs below.
@@ -176,9 +177,14 @@ public final class Experiment {
     /// PGD against the clean model, over the whole attacker split. TrojanNN: its trigger optimised
     /// against the clean model. WaNet and BPP: one epoch's draw (training poisons every batch afresh).
     private func poison(_ attack: PoisonType, upstream: StageFolder?) throws -> StageFolder {
+        let rate = settings.attack.poisonRate(for: attack)
         var config: [String: Any] = ["attack": attack.rawValue, "poison_target": settings.attack.target,
-                                     "poison_rate": settings.attack.poisonRate, "seed": settings.seed, "data": dataConfig,
+                                     "poison_rate": rate, "seed": settings.seed, "data": dataConfig,
                                      "trigger_pattern": (attack == .blend ? settings.attack.triggerPattern : nil) ?? NSNull()]
+        // Only when set, so that run folders written before per-attack settings existed still resume.
+        if let own = settings.attack.settings[attack.rawValue]?.filter({ $0.key != "poison_rate" }), !own.isEmpty {
+            config["trigger_settings"] = own
+        }
         let pgd = CleanLabelPGD(epsilon: Float(settings.attack.pgd.eps), stepSize: Float(settings.attack.pgd.step),
                                 iterations: settings.attack.pgd.iterations, restarts: settings.attack.pgd.restarts)
         if attack == .trojannn { config["trojannn"] = ExperimentConfigFile.jsonObject(settings.attack.trojannn) }
@@ -197,20 +203,20 @@ public final class Experiment {
                 // The rate is a share of the images the run trains on (the split's first --train-limit).
                 let trained = settings.data.trainLimit ?? attacker.count
                 let chosen = try CleanLabelAttack.chooseImages(labels: Array(attacker.labels.prefix(trained)), target: settings.attack.target,
-                                                               rate: settings.attack.poisonRate, seed: settings.seed)
+                                                               rate: rate, seed: settings.seed)
                 log.say("clean-label PGD on \(chosen.count) class-\(settings.attack.target) images, \(settings.attack.pgd.iterations) iterations")
                 let progress = ProgressBar(total: pgd.stepCount(images: chosen.count), label: "PGD", quiet: quiet)
                 let poisoned = try CleanLabelAttack.poison(attacker, classifier: model, target: settings.attack.target,
-                                                           rate: settings.attack.poisonRate, trigger: trigger, pgd: pgd,
+                                                           rate: rate, trigger: trigger, pgd: pgd,
                                                            seed: settings.seed, limit: trained, progress: progress)
                 progress.finish()
                 let info = try TriggerInfo(poisonType: attack.rawValue, trigger: trigger, target: settings.attack.target,
-                                           notes: ["poison_rate": "\(settings.attack.poisonRate)", "poison_rate_meaning": attack.rateMeaning])
+                                           notes: ["poison_rate": "\(rate)", "poison_rate_meaning": attack.rateMeaning])
                 try PoisonedSetFolder.export(poisoned, clean: attacker, triggerInfo: info, to: folder.path)
                 try writeJSON(["images": poisoned.count, "poisoned": poisoned.poisonedIndices.count], folder.file("poison.json"))
                 return
             }
-            let attackSettings = attackSettings(attack)
+            let attackSettings = try attackSettings(attack)
             let cleanModel = try upstream.map { try Checkpoint.load($0.file("model_last.safetensors"), on: inference).model }
             let (info, note) = try attackSettings.triggerInfo(cleanModel: cleanModel, log: { self.log.say($0) })
             if let note { log.say("note: \(note)") }
@@ -260,7 +266,7 @@ public final class Experiment {
             "augment": settings.training.augment, "momentum": Double(trainingConfig.momentum), "weight_decay": Double(trainingConfig.weightDecay),
             "seed": settings.seed, "data": dataConfig,
         ]
-        let attackSettings = attackSettings(poisonType)
+        let attackSettings = try attackSettings(poisonType)
         let info = poisonType.trainsTrigger ? nil : try upstream.map { try TriggerInfo.read(path: $0.file(TriggerInfo.fileName)) }
         let outputs = ["model_last.safetensors", "train_log.jsonl"] + (info == nil ? [] : ["samples.png"])
             + (poisonType.trainsTrigger ? ["samples.png", TriggerInfo.fileName] : [])

@@ -92,6 +92,8 @@ public enum ExperimentConfigFile {
         merged["preset"] = chosen
         var settings = try decode(merged, source: configFile ?? "preset \(chosen)")
         settings.preset = chosen
+        // `--poison-rate` clears every attack's own rate, which may leave an attack with no settings.
+        settings.attack.settings = settings.attack.settings.filter { !$0.value.isEmpty }
         do {
             try settings.validate()
             try settings.model.useReferenceWidthOutsideResNets()
@@ -261,8 +263,9 @@ public enum ExperimentConfigFile {
         for (key, value) in overlay {
             if value is NSNull {
                 out.removeValue(forKey: key)
-            } else if let inner = value as? [String: Any], let old = out[key] as? [String: Any] {
-                out[key] = deepMerge(old, inner)
+            } else if let inner = value as? [String: Any] {
+                // Nulls inside a new mapping clear nothing and are dropped too.
+                out[key] = deepMerge(out[key] as? [String: Any] ?? [:], inner)
             } else {
                 out[key] = value
             }

@@ -77,7 +77,23 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         public var triggerPattern: String?
         public var pgd = PGDSettings()
         public var trojannn = TrojanNNRunSettings()
+        /// Settings of single attacks over the run's, by attack name: `poison_rate` for any attack and
+        /// each data trigger's own (`backdoor run --help`; e.g. `wanet: {poison_rate: 0.3, k: 4}`).
+        public var settings: [String: [String: Double]] = [:]
         public init() {}
+
+        /// The poisoning rate of `attack`: its own `poison_rate`, else the run's.
+        public func poisonRate(for attack: PoisonType) -> Double { settings[attack.rawValue]?["poison_rate"] ?? poisonRate }
+
+        /// The settings `attack.settings` may hold for `attack`, at their defaults.
+        public static func settingNames(for attack: PoisonType) -> [String] {
+            (["poison_rate"] + DataTriggerSettings().named(for: attack).keys).sorted()
+        }
+
+        /// The data-trigger settings of `attack` with its entry of `settings` set (its trigger's own names).
+        public func dataTriggers(for attack: PoisonType) throws -> DataTriggerSettings {
+            try DataTriggerSettings().setting((settings[attack.rawValue] ?? [:]).filter { $0.key != "poison_rate" }, for: attack)
+        }
     }
 
     /// TrojanNN's trigger optimisation, BackdoorBench's defaults (its clean model trains with the
@@ -202,6 +218,23 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         try fraction(training.momentum, "training.momentum")
         try nonNegative(training.weightDecay, "training.weight_decay")
         try fraction(attack.poisonRate, "attack.poison_rate")
+        for (name, values) in attack.settings.sorted(by: { $0.key < $1.key }) {
+            guard let type = PoisonType(rawValue: name), PoisonType.experimentAttacks.contains(type) else {
+                throw ConfigError(key: "attack.settings.\(name)", "unknown attack; expected one of "
+                    + PoisonType.experimentAttacks.map(\.rawValue).joined(separator: ", "))
+            }
+            let names = AttackSection.settingNames(for: type)
+            for key in values.keys.sorted() where !names.contains(key) {
+                throw ConfigError(key: "attack.settings.\(name).\(key)", "is not a setting of \(name); its settings are "
+                    + names.joined(separator: ", "))
+            }
+            if let rate = values["poison_rate"] { try fraction(rate, "attack.settings.\(name).poison_rate") }
+            do {
+                try AttackSettings(poisonType: type, data: try attack.dataTriggers(for: type)).validateDataTriggers()
+            } catch let error as AttackError {
+                throw ConfigError(key: "attack.settings.\(name)", "\(error)")
+            }
+        }
         if !(0...9).contains(attack.target) { throw ConfigError.outOfRange("attack.target", attack.target, expected: "a class in 0-9") }
         try atLeastOne(attack.pgd.iterations, "attack.pgd.iterations")
         if attack.pgd.restarts < 0 { throw ConfigError.outOfRange("attack.pgd.restarts", attack.pgd.restarts, expected: "at least 0") }

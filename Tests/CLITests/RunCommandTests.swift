@@ -76,6 +76,14 @@ final class RunCommandTests: XCTestCase {
         }
     }
 
+    /// `--poison-rate` is every attack's rate, over an attack's own rate in the preset.
+    func testPoisonRateFlagSetsEveryAttacksRate() throws {
+        let quick = try RunCommand.parse(["--preset", "quick"]).options.settings().attack
+        XCTAssertNotEqual(quick.poisonRate(for: .wanet), quick.poisonRate, "the quick preset gives WaNet its own rate")
+        let flagged = try RunCommand.parse(["--preset", "quick", "--poison-rate", "0.05"]).options.settings().attack
+        for attack in PoisonType.experimentAttacks { XCTAssertEqual(flagged.poisonRate(for: attack), 0.05, attack.rawValue) }
+    }
+
     func testOneAttackEndToEndWritesStagesSummaryAndAConsistentReport() throws {
         let data = try dataDirectory()
         let root = try temporaryDirectory() + "/run"

@@ -67,6 +67,15 @@ final class ExperimentConfigTests: XCTestCase {
             ("defense: {settings: {clp: {v: 1}}}", "defense.settings.clp.v", "is not a setting of clp"),
             ("defense: {settings: {magic: {v: 1}}}", "defense.settings.magic", "unknown defense"),
             ("model: {name: resnet50}", "model.name", "unknown model \"resnet50\""),
+            ("attack: {settings: {wanett: {poison_rate: 0.3}}}", "attack.settings.wanett", "unknown attack; expected one of badnets"),
+            ("attack: {settings: {wanet: {magnitude: 3}}}", "attack.settings.wanet.magnitude",
+             "is not a setting of wanet; its settings are cross_ratio, grid_rescale, k, poison_rate, s"),
+            ("attack: {settings: {badnets: {k: 4}}}", "attack.settings.badnets.k", "its settings are poison_rate"),
+            ("attack: {settings: {bpp: {poison_rate: 1.5}}}", "attack.settings.bpp.poison_rate", "is out of range: expected a number in [0, 1]"),
+            ("attack: {settings: {wanet: {k: 2.5}}}", "attack.settings.wanet", "wanet k 2.5 is not allowed; expected a whole number"),
+            ("attack: {settings: {bpp: {neg_ratio: 2}}}", "attack.settings.bpp", "negative ratio 2.0 is not allowed"),
+            ("attack: {settings: {ftrojan: {window: 5}}}", "attack.settings.ftrojan", "5"),
+            ("attack: {settings: {bpp: {dithering: 2}}}", "attack.settings.bpp", "0 (off) or 1 (on)"),
             // The quick preset chooses its threshold (acc_ratio): a fixed one as well is ambiguous.
             ("defense: {pruning: {threshold: 0.2}}", "defense.pruning", "set exactly one of defense.pruning.threshold"),
             ("defense: {pruning: {acc_ratio: null}}", "defense.pruning", "set exactly one of defense.pruning.threshold"),
@@ -86,6 +95,37 @@ final class ExperimentConfigTests: XCTestCase {
         XCTAssertThrowsError(try ExperimentConfigFile.settings(preset: "huge")) { error in
             XCTAssertTrue("\(error)".contains("unknown preset \"huge\"; expected one of benchmark, homework, quick"), "\(error)")
         }
+    }
+
+    /// `attack.settings.<attack>`: one attack's rate and trigger over the run's, and what the
+    /// runner builds from them; the other attacks keep the run's.
+    func testAnAttacksOwnSettingsOverrideTheRunsForThatAttackOnly() throws {
+        let path = try file("""
+            attack:
+              poison_rate: 0.05
+              settings: {wanet: {poison_rate: 0.3, k: 8, cross_ratio: 1}, ftrojan: {magnitude: 50}, bpp: {dithering: 1}}
+            """)
+        let attack = try ExperimentConfigFile.settings(preset: "homework", configFile: path).attack
+        XCTAssertEqual(attack.poisonRate(for: .wanet), 0.3)
+        XCTAssertEqual(attack.poisonRate(for: .ftrojan), 0.05, "no own rate: the run's")
+        XCTAssertEqual(attack.poisonRate(for: .badnets), 0.05)
+        let wanet = try attack.dataTriggers(for: .wanet)
+        XCTAssertEqual(wanet.wanetK, 8)
+        XCTAssertEqual(wanet.crossRatio, 1)
+        XCTAssertEqual(wanet.wanetS, DataTriggerSettings().wanetS, "unset: the default")
+        XCTAssertEqual(try attack.dataTriggers(for: .ftrojan).ftrojanMagnitude, 50)
+        XCTAssertTrue(try attack.dataTriggers(for: .bpp).dithering)
+        XCTAssertEqual(try attack.dataTriggers(for: .sig), DataTriggerSettings(), "another attack's settings do not leak")
+        // The names round-trip through the library's own list.
+        let named = DataTriggerSettings().named(for: .wanet)
+        XCTAssertEqual(try DataTriggerSettings().setting(named, for: .wanet), DataTriggerSettings())
+        // The flag's rate is every attack's, the attack's own included.
+        let flagged = try ExperimentConfigFile.settings(preset: "homework", configFile: path,
+                                                        flags: ["attack.poison_rate": 0.2, "attack.settings.wanet.poison_rate": NSNull(),
+                                                                "attack.settings.sig.poison_rate": NSNull()]).attack
+        XCTAssertEqual(flagged.poisonRate(for: .wanet), 0.2)
+        XCTAssertEqual(flagged.settings["wanet"], ["k": 8, "cross_ratio": 1], "the trigger settings stay")
+        XCTAssertNil(flagged.settings["sig"], "clearing an attack that had none leaves no entry")
     }
 
     func testPresetsAreTheFilesAndBenchmarkRunsEveryAttackAndDefense() throws {

@@ -146,6 +146,37 @@ final class ExperimentMatrixTests: XCTestCase {
         }
     }
 
+    /// `attack.settings.<attack>` reaches that attack's poison stage only: its rate, its trigger and
+    /// its config.json, which a change reruns.
+    func testAnAttacksOwnRateAndTriggerReachItsPoisonStageOnly() throws {
+        let base = try temporaryDirectory()
+        var settings = try tinySettings(["matrix.attacks": ["badnets", "ftrojan"], "matrix.defenses": [String](),
+                                         "matrix.detectors": ["spectral"],
+                                         "attack.settings": ["ftrojan": ["poison_rate": 0.3, "magnitude": 50]]])
+        _ = try run(settings, base)
+        let ftrojan = try PoisonedSetFolder.read(directory: base + "/ftrojan/poison")
+        XCTAssertEqual(ftrojan.poisonedIndices.count, Int((0.3 * 512).rounded()), "round(rate x images) at ftrojan's own rate")
+        let badnets = try PoisonedSetFolder.read(directory: base + "/badnets/poison")
+        let nonTarget = (0..<512).filter { badnets.images.labels[$0] != 0 || badnets.poisonedIndices.contains($0) }.count
+        XCTAssertEqual(badnets.poisonedIndices.count, Int(0.1 * Double(nonTarget)), "the other attack keeps the run's rate")
+        guard case .ftrojan(let trigger) = try TriggerInfo.read(path: base + "/ftrojan/poison/" + TriggerInfo.fileName).trigger else {
+            return XCTFail("not an FTrojan trigger")
+        }
+        XCTAssertEqual(trigger.magnitude, 50)
+        let config = try XCTUnwrap(try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: base + "/ftrojan/poison/config.json"))) as? [String: Any])
+        XCTAssertEqual(config["poison_rate"] as? Double, 0.3)
+        XCTAssertEqual(config["trigger_settings"] as? [String: Double], ["magnitude": 50])
+
+        // A changed trigger setting reruns that attack's stages, not the other's.
+        let badnetsModel = try modified(base + "/badnets/train/model_last.safetensors")
+        let ftrojanModel = try modified(base + "/ftrojan/train/model_last.safetensors")
+        settings.attack.settings["ftrojan"]?["magnitude"] = 40
+        _ = try run(settings, base, resume: true)
+        XCTAssertEqual(try modified(base + "/badnets/train/model_last.safetensors"), badnetsModel)
+        XCTAssertNotEqual(try modified(base + "/ftrojan/train/model_last.safetensors"), ftrojanModel)
+    }
+
     /// ABL in the matrix: a fresh model trained with ABL on the poison stage's set, judged against
     /// the undefended model the other defenses start from; skipped for per-batch attacks.
     func testABLTrainsItsOwnModelOnThePoisonStagesSet() throws {
