@@ -127,9 +127,9 @@ public final class Experiment {
     // MARK: Stages
 
     /// Runs `body` in the stage folder unless the plan skips it; adds its seconds to the attack's.
-    func stage(_ attack: String, _ name: String, config: [String: Any], upstream: StageFolder?,
+    func stage(_ attack: String, _ name: String, config stageConfig: some StageConfig, upstream: StageFolder?,
                        outputs: [String], body: (StageFolder, _ continuing: Bool) throws -> Void) throws -> StageFolder {
-        var config = config
+        var config = stageConfig.jsonObject
         config["stage"] = name
         if let upstream { config["input"] = upstream.config }
         let folder = try StageFolder(path: (root as NSString).appendingPathComponent("\(attack)/\(name)"), config: config)
@@ -167,9 +167,9 @@ public final class Experiment {
         return attack
     }
 
-    private var dataConfig: [String: Any] {
-        ["split": splitIdentity, "val_frac": settings.data.valFrac, "train_limit": settings.data.trainLimit ?? NSNull(),
-         "test_limit": settings.evaluation.testLimit ?? NSNull()]
+    private var dataConfig: DataIdentity {
+        DataIdentity(split: splitIdentity, valFrac: settings.data.valFrac, trainLimit: settings.data.trainLimit,
+                     testLimit: settings.evaluation.testLimit)
     }
 
     /// The poisoned training set (data.npy, label.npy, backdoor_list.npy: what the training stage
@@ -178,20 +178,14 @@ public final class Experiment {
     /// against the clean model. WaNet and BPP: one epoch's draw (training poisons every batch afresh).
     private func poison(_ attack: PoisonType, upstream: StageFolder?) throws -> StageFolder {
         let rate = settings.attack.poisonRate(for: attack)
-        var config: [String: Any] = ["attack": attack.rawValue, "poison_target": settings.attack.target,
-                                     "poison_rate": rate, "seed": settings.seed, "data": dataConfig,
-                                     "trigger_pattern": (attack == .blend ? settings.attack.triggerPattern : nil) ?? NSNull()]
-        // Only when set, so that run folders written before per-attack settings existed still resume.
-        if let own = settings.attack.settings[attack.rawValue]?.filter({ $0.key != "poison_rate" }), !own.isEmpty {
-            config["trigger_settings"] = own
-        }
+        let own = settings.attack.settings[attack.rawValue]?.filter { $0.key != "poison_rate" } ?? [:]
+        let config = PoisonStageConfig(attack: attack.rawValue, poisonTarget: settings.attack.target, poisonRate: rate, seed: settings.seed,
+                                       data: dataConfig, triggerPattern: attack == .blend ? settings.attack.triggerPattern : nil,
+                                       triggerSettings: own.isEmpty ? nil : own,
+                                       trojannn: attack == .trojannn ? settings.attack.trojannn : nil,
+                                       pgd: attack == .cleanLabel ? settings.attack.pgd : nil)
         let pgd = CleanLabelPGD(epsilon: Float(settings.attack.pgd.eps), stepSize: Float(settings.attack.pgd.step),
                                 iterations: settings.attack.pgd.iterations, restarts: settings.attack.pgd.restarts)
-        if attack == .trojannn { config["trojannn"] = ExperimentConfigFile.jsonObject(settings.attack.trojannn) }
-        if attack == .cleanLabel {
-            config["pgd"] = ["eps": settings.attack.pgd.eps, "step": settings.attack.pgd.step, "iterations": settings.attack.pgd.iterations,
-                             "restarts": settings.attack.pgd.restarts]
-        }
         // Input-aware has no trigger before training: its train stage writes the trigger information.
         let outputs = attack.trainsTrigger ? [] : [TriggerInfo.fileName, PoisonedSetFolder.examplesFile, PoisonedSetFolder.dataFile,
                                                    PoisonedSetFolder.labelFile, PoisonedSetFolder.flagFile]
@@ -260,12 +254,11 @@ public final class Experiment {
         trainingConfig.augment = settings.training.augment
         trainingConfig.momentum = Float(settings.training.momentum)
         trainingConfig.weightDecay = Float(settings.training.weightDecay)
-        let config: [String: Any] = [
-            "attack": poisonType.rawValue, "model": architecture.rawValue, "width": settings.model.width, "epochs": settings.training.epochs,
-            "batch_size": settings.training.batchSize, "lr": settings.training.lr, "milestones": settings.training.milestones,
-            "augment": settings.training.augment, "momentum": Double(trainingConfig.momentum), "weight_decay": Double(trainingConfig.weightDecay),
-            "seed": settings.seed, "data": dataConfig,
-        ]
+        let config = TrainStageConfig(attack: poisonType.rawValue, model: architecture.rawValue, width: settings.model.width,
+                                      epochs: settings.training.epochs, batchSize: settings.training.batchSize, lr: settings.training.lr,
+                                      milestones: settings.training.milestones, augment: settings.training.augment,
+                                      momentum: Double(trainingConfig.momentum), weightDecay: Double(trainingConfig.weightDecay),
+                                      seed: settings.seed, data: dataConfig)
         let attackSettings = try attackSettings(poisonType)
         let info = poisonType.trainsTrigger ? nil : try upstream.map { try TriggerInfo.read(path: $0.file(TriggerInfo.fileName)) }
         let outputs = ["model_last.safetensors", "train_log.jsonl"] + (info == nil ? [] : ["samples.png"])
@@ -348,7 +341,7 @@ public final class Experiment {
     }
 
     private func evaluate(_ attack: PoisonType, upstream trained: TrainedModel) throws -> Evaluated {
-        let folder = try stage(attack.rawValue, "eval", config: ["test_images": evaluationTest.count], upstream: trained.stage,
+        let folder = try stage(attack.rawValue, "eval", config: EvaluationStageConfig(testImages: evaluationTest.count), upstream: trained.stage,
                                outputs: ["result.json"]) { folder, _ in
             let (model, _) = try Checkpoint.load(trained.modelPath, on: inference)
             let sets = try evaluationSets(trainFolder: trained.stage.path)

@@ -205,6 +205,10 @@ public enum ExperimentConfigFile {
     /// A section as plain JSON values by reflection: sections and dictionaries as mappings (section
     /// keys through `key`), arrays as arrays, nil as null.
     static func plain(_ value: Any, key: (String) -> String) -> Any {
+        // An optional section passes `is ConfigSection` while still wrapped: unwrap it first.
+        if Mirror(reflecting: value).displayStyle == .optional {
+            return Mirror(reflecting: value).children.first.map { plain($0.value, key: key) } ?? NSNull()
+        }
         if value is ConfigSection {
             var out: [String: Any] = [:]
             for child in Mirror(reflecting: value).children {
@@ -227,6 +231,9 @@ public enum ExperimentConfigFile {
     /// The YAML node of a value: sections in declaration order, free mappings sorted by key,
     /// lists in flow style.
     static func node(_ value: Any) -> Node {
+        if Mirror(reflecting: value).displayStyle == .optional {
+            return Mirror(reflecting: value).children.first.map { node($0.value) } ?? Node("null", Tag(.null))
+        }
         if value is ConfigSection {
             return .mapping(Node.Mapping(Mirror(reflecting: value).children.compactMap { child in
                 child.label.map { (Node(snake($0)), node(child.value)) }

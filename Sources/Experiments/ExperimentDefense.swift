@@ -28,12 +28,10 @@ extension Experiment {
     func optimizeMasks(_ attack: PoisonType, folderName: String, alpha: Double, upstream: StageFolder,
                        attackFolder: String? = nil) throws -> StageFolder {
         let config = anpConfig(alpha: alpha)
-        let stageConfig: [String: Any] = [
-            "eps": settings.defense.anp.eps, "steps": settings.defense.anp.steps, "alpha": alpha, "lr": settings.defense.anp.lr,
-            "iterations": settings.defense.anp.iterations, "print_every": settings.defense.anp.printEvery,
-            "batch_size": settings.defense.anp.batchSize, "seed": settings.seed, "defender_frac": settings.defense.anp.frac,
-            "test_limit": settings.evaluation.testLimit ?? NSNull(),
-        ]
+        let anp = settings.defense.anp
+        let stageConfig = MaskStageConfig(eps: anp.eps, steps: anp.steps, alpha: alpha, lr: anp.lr, iterations: anp.iterations,
+                                          printEvery: anp.printEvery, batchSize: anp.batchSize, seed: settings.seed,
+                                          defenderFrac: anp.frac, testLimit: settings.evaluation.testLimit)
         let trainFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/train")
         return try stage(attackFolder ?? attack.rawValue, folderName, config: stageConfig, upstream: upstream,
                          outputs: [MaskFile.fileName, "anp_log.jsonl"]) { folder, continuing in
@@ -111,9 +109,9 @@ extension Experiment {
     func prune(_ attack: PoisonType, anp: StageFolder) throws -> Pruned {
         let trainFolder = (root as NSString).appendingPathComponent("\(attack.rawValue)/train")
         let pruning = settings.defense.pruning
-        let config: [String: Any] = ["threshold": pruning.threshold ?? NSNull(), "acc_ratio": pruning.accRatio ?? NSNull(),
-                                     "pruning_max": pruning.max, "pruning_step": pruning.step, "number_rows": Self.numberRows,
-                                     "sweep_test_limit": settings.evaluation.testLimit ?? NSNull(), "test_images": evaluationTest.count]
+        let config = PruneStageConfig(threshold: pruning.threshold, accRatio: pruning.accRatio, pruningMax: pruning.max,
+                                      pruningStep: pruning.step, numberRows: Self.numberRows,
+                                      sweepTestLimit: settings.evaluation.testLimit, testImages: evaluationTest.count)
         let outputs = [Pruning.Mode.threshold.fileName, Pruning.Mode.number.fileName, "result.json"]
         let folder = try stage(attack.rawValue, "prune", config: config, upstream: anp, outputs: outputs) { folder, _ in
             let modelPath = trainFolder + "/model_last.safetensors"

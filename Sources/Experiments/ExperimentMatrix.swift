@@ -150,9 +150,9 @@ extension Experiment {
     /// seen through the trained model; scored against that set's truth.
     func detect(_ attack: PoisonType, with method: DetectionMethod, trained: TrainedModel) throws -> DetectionResult {
         let detector = try method.detector(overrides: settings.defense.settings[method.rawValue] ?? [:], seed: settings.seed)
-        var config: [String: Any] = ["detector": method.rawValue, "settings": detector.settings, "seed": settings.seed]
         let fraction = settings.defense.cleanFrac ?? DetectionMethod.defaultCleanFraction
-        if method.usesCleanImages { config["clean_frac"] = fraction }
+        let config = DetectStageConfig(detector: method.rawValue, settings: detector.settings, seed: settings.seed,
+                                       cleanFrac: method.usesCleanImages ? fraction : nil)
         let folder = try stage(attack.rawValue, "detect-\(method.rawValue)", config: config, upstream: trained.stage,
                                outputs: [DetectionResult.fileName, DetectionResult.scoresFileName]) { folder, _ in
             let (model, _) = try Checkpoint.load(trained.modelPath, on: inference)
@@ -176,8 +176,8 @@ extension Experiment {
         let overrides = settings.defense.settings[name] ?? [:]
         let defense = try DefenseRegistry.make(name, overrides: overrides, seed: settings.seed)
         let fraction = settings.defense.cleanFrac ?? type(of: defense).defaultCleanFraction
-        let config: [String: Any] = ["defense": name, "settings": defense.settings, "clean_frac": fraction,
-                                     "seed": settings.seed, "test_images": evaluationTest.count]
+        let config = DefenseStageConfig(defense: name, settings: defense.settings, cleanFrac: fraction, seed: settings.seed,
+                                        testImages: evaluationTest.count)
         let folder = try stage(attack.rawValue, "defense-\(name)", config: config, upstream: trained.stage,
                                outputs: [DefenseResult.fileName, "model.safetensors"]) { folder, _ in
             let (model, _) = try Checkpoint.load(trained.modelPath, on: inference)
@@ -202,8 +202,8 @@ extension Experiment {
         // ABL's fine-tuning and unlearning augment as the run's training does, unless set.
         let overrides = ["augment": settings.training.augment ? 1.0 : 0].merging(settings.defense.settings[name] ?? [:]) { $1 }
         let abl = try ABLSettings(overrides: overrides, seed: settings.seed)
-        let config: [String: Any] = ["defense": name, "settings": abl.settings, "seed": settings.seed, "model": architecture.rawValue,
-                                     "width": settings.model.width, "test_images": evaluationTest.count]
+        let config = ABLStageConfig(defense: name, settings: abl.settings, seed: settings.seed, model: architecture.rawValue,
+                                    width: settings.model.width, testImages: evaluationTest.count)
         let folder = try stage(attack.rawValue, "defense-\(name)", config: config, upstream: trained.stage,
                                outputs: [DefenseResult.fileName, "model.safetensors", ABLResult.fileName]) { folder, _ in
             let (undefended, _) = try Checkpoint.load(trained.modelPath, on: inference)
