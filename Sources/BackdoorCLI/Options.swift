@@ -20,7 +20,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Compute threads (default: the cores available; at most 4 per core).")
     var threads: Int?
 
-    @Option(help: "Convolution algorithm: direct (oneDNN's direct kernels), auto (oneDNN's choice: its Winograd on AVX-512 CPUs, about 200 MiB more training memory at width 64; direct on AVX2), or winograd (BackdoorLab's Winograd F(4x4,3x3) on 3x3 stride-1 layers, on AVX2-only CPUs: about 1.5-2x faster, opt-in because it changes results; on AVX-512 CPUs it runs the direct kernels, use auto). Default: auto, but direct for training on AVX-512 CPUs.")
+    @Option(help: "Convolution algorithm: direct (oneDNN's direct kernels), auto (oneDNN's choice: its Winograd on AVX-512 CPUs, about 200 MiB more training memory at width 64; direct on AVX2), or winograd (BackdoorLab's Winograd F(4x4,3x3) on 3x3 stride-1 layers, about 1.5-2x faster than direct on AVX2-only CPUs, opt-in because it changes results; on AVX-512 CPUs too, where auto takes oneDNN's own Winograd instead). Default: auto, but direct for training on AVX-512 CPUs.")
     var convAlgorithm: ConvolutionAlgorithm?
 
     func validate() throws {

@@ -11,9 +11,43 @@ final class AddReLU: AdditionKernel {
     private var reluBackwardPrimitive: Primitive?
     private(set) lazy var layout: TensorLayout = desc.layout
 
+    /// The ReLU as a separate in-place pass after a plain addition, where oneDNN's fused post-op
+    /// would write out of bounds (`fusedReLUOverflows`); nil where the ReLU is fused.
+    private let separateReLU: Primitive?
+
+    /// oneDNN 2.6's AVX-512 binary kernel (`jit:uni`), given an eltwise post-op on a layout blocked
+    /// by 8 channels (nChw8c: the layout of BackdoorLab's Winograd, see `WinogradConvolution`) with
+    /// an odd number of 8-channel blocks (8, 24, 40, ... channels), writes (H W - 1) x 32 bytes past
+    /// the end of its destination (measured on a Zen 5: 32,736 bytes at 32x32; no overflow with
+    /// 16-channel blocks, an even block count, without the post-op, or capped at AVX2). That was
+    /// issue 19's heap corruption when training a width-8 ResNet with our Winograd on AVX-512.
+    static func fusedReLUOverflows(_ desc: MemoryDesc) -> Bool {
+        guard OneDNN.hasAVX512, desc.raw.ndims >= 2, desc.raw.format_kind == dnnl_blocked else { return false }
+        var blocking = desc.raw.format_desc.blocking
+        let count = Int(blocking.inner_nblks)
+        let (blocks, indices) = withUnsafeBytes(of: &blocking.inner_blks) { b in
+            withUnsafeBytes(of: &blocking.inner_idxs) { i in
+                (Array(b.bindMemory(to: Int64.self).prefix(count)), Array(i.bindMemory(to: Int64.self).prefix(count)))
+            }
+        }
+        guard blocks.count == 1, blocks[0] == 8, indices[0] == 1 else { return false }
+        let channels = desc.shape[1]
+        return ((channels + 7) / 8) % 2 == 1
+    }
+
     init(desc: MemoryDesc, relu: Bool) throws {
         self.desc = desc
         self.relu = relu
+        let separate = relu && Self.fusedReLUOverflows(desc)
+        if separate {
+            var op = dnnl_eltwise_desc_t()
+            var data = desc.raw
+            try check(dnnl_eltwise_forward_desc_init(&op, dnnl_forward_training, dnnl_eltwise_relu, &data, 0, 0),
+                      "relu \(desc)")
+            separateReLU = try Primitive("relu \(desc)", opDesc: op)
+        } else {
+            separateReLU = nil
+        }
         var op = dnnl_binary_desc_t()
         var a = desc.raw, b = desc.raw, out = desc.raw
         try check(dnnl_binary_desc_init(&op, dnnl_binary_add, &a, &b, &out), "add \(desc)")
@@ -21,7 +55,7 @@ final class AddReLU: AdditionKernel {
         var postOps: dnnl_post_ops_t?
         try check(dnnl_primitive_attr_create(&attributes), "attributes")
         defer { dnnl_primitive_attr_destroy(attributes) }
-        if relu {
+        if relu && !separate {
             try check(dnnl_post_ops_create(&postOps), "post ops")
             defer { dnnl_post_ops_destroy(postOps) }
             try check(dnnl_post_ops_append_eltwise(postOps, 1, dnnl_eltwise_relu, 0, 0), "relu post op")
@@ -31,15 +65,22 @@ final class AddReLU: AdditionKernel {
     }
 
     func forward(_ a: Tensor, _ b: Tensor, into out: Tensor) throws {
-        try addPrimitive.execute([DNNL_ARG_SRC_0: argument(a, desc), DNNL_ARG_SRC_1: argument(b, desc),
-                                  DNNL_ARG_DST: output(out, desc, "add")])
+        let y = try output(out, desc, "add")
+        try addPrimitive.execute([DNNL_ARG_SRC_0: argument(a, desc), DNNL_ARG_SRC_1: argument(b, desc), DNNL_ARG_DST: y])
+        try separateReLU?.execute([DNNL_ARG_SRC: y, DNNL_ARG_DST: y])
     }
 
+    /// The gradient may come in another layout than the output's (on AVX-512, a block whose main
+    /// path ran our Winograd (nChw8c) gets its gradient from oneDNN's nChw16c kernels): it is
+    /// computed in the output's layout and converted back.
     func reluBackward(output y: Tensor, outputGradient: Tensor, inputGradient: Tensor) throws {
         let primitive = try reluBackward()
-        try primitive.execute([DNNL_ARG_DST: argument(y, desc), DNNL_ARG_DIFF_DST: argument(outputGradient, desc),
-                               DNNL_ARG_DIFF_SRC: output(inputGradient, desc, "relu backward")])
+        let dy = try argument(outputGradient, desc)
+        try writing(inputGradient, in: desc) { dx in
+            try primitive.execute([DNNL_ARG_DST: argument(y, desc), DNNL_ARG_DIFF_DST: dy, DNNL_ARG_DIFF_SRC: dx])
+        }
     }
+
 
     private func reluBackward() throws -> Primitive {
         if let p = reluBackwardPrimitive { return p }

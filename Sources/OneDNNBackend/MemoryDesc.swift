@@ -22,6 +22,11 @@ struct MemoryDesc: CustomStringConvertible, Hashable {
         return try MemoryDesc(shape: shape, tag: tag)
     }
 
+    /// A float32 N x C x H x W descriptor blocked by 8 or 16 channels (nChw8c, nChw16c), or plain (block 1).
+    static func channelBlocked(_ shape: [Int], block: Int) throws -> MemoryDesc {
+        try MemoryDesc(shape: shape, tag: block == 8 ? dnnl_nChw8c : block == 16 ? dnnl_nChw16c : dnnl_nchw)
+    }
+
     /// A float32 descriptor that lets the primitive choose the layout.
     static func any(_ shape: [Int]) throws -> MemoryDesc {
         try MemoryDesc(shape: shape, tag: dnnl_format_tag_any)

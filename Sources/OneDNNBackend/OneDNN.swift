@@ -123,10 +123,11 @@ public final class OneDNN: Backend {
         let algorithm = options.convolutionAlgorithm
         let key = Convolution.Key(geometry: geometry, algorithm: algorithm)
         return try convolutions.get(key) {
-            // Our transforms are AVX2 code; only an explicit `winograd` takes them (see ConvolutionAlgorithm).
-            // Not on AVX-512 CPUs: training with them there corrupted memory (a Zen 5, issue 19), and
-            // oneDNN has its own Winograd there (`auto`).
-            guard algorithm == .winograd, WinogradConvolution.applies(to: geometry), Self.hasAVX2, !Self.hasAVX512 else {
+            // Our transforms are AVX2 code; only an explicit `winograd` takes them (see ConvolutionAlgorithm),
+            // on AVX-512 CPUs too. There its nChw8c tensors meet oneDNN's nChw16c kernels; the heap
+            // corruption this once caused (issue 19) was oneDNN's fused add+ReLU on nChw8c, which
+            // `AddReLU` now avoids. The defaults never take ours on AVX-512: oneDNN has its own Winograd.
+            guard algorithm == .winograd, WinogradConvolution.applies(to: geometry), Self.hasAVX2 else {
                 return try Convolution(geometry, algorithm: algorithm)
             }
             return try WinogradConvolution(geometry, tile: WinogradConvolution.defaultTile, scratch: winogradScratch, owner: self)

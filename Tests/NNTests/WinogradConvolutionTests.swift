@@ -43,9 +43,7 @@ final class WinogradConvolutionTests: XCTestCase {
     func kernels(_ g: ConvolutionGeometry) throws -> [(String, ConvolutionKernel, OneDNN)] {
         let direct = try OneDNN(.init(convolutionAlgorithm: .direct)), winograd = try OneDNN(.init(convolutionAlgorithm: .winograd))
         let auto = try OneDNN(.init(convolutionAlgorithm: .auto))
-        // The backend takes ours for `winograd` on AVX2-only CPUs; elsewhere the transforms are tested directly.
-        let forced = OneDNN.hasAVX512 ? try WinogradConvolution(g, tile: 4, scratch: WinogradScratch(), owner: winograd)
-                                       : try winograd.convolution(g)
+        let forced = try winograd.convolution(g)
         XCTAssertEqual(try forced.implementations(), Array(repeating: "winograd F(4x4,3x3)", count: 3))
         let f2 = try WinogradConvolution(g, tile: 2, scratch: WinogradScratch(), owner: winograd)
         return [("direct", try direct.convolution(g), direct), ("F(4x4,3x3)", forced, winograd),

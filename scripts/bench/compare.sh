@@ -8,28 +8,30 @@
 #   ISA=AVX2 caps both libraries' kernels at AVX2, as on the project's AVX2 machines
 #   (oneDNN: DNNL_MAX_CPU_ISA / ONEDNN_MAX_CPU_ISA; MKL: MKL_ENABLE_INSTRUCTIONS).
 #   ANP=0 skips the (slowest) ANP-iteration measure.
+#   CONV=direct|auto|winograd passes --conv-algorithm to BackdoorLab's bench and ANP runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 width=${1:-64}; batch=${2:-128}; steps=${3:-3}; rounds=${4:-3}
 if [ -n "${ISA:-}" ]; then
     export DNNL_MAX_CPU_ISA=$ISA ONEDNN_MAX_CPU_ISA=$ISA MKL_ENABLE_INSTRUCTIONS=$ISA
 fi
-swift build -c release --product backdoor >/dev/null
+[ -n "${SKIP_BUILD:-}" ] || swift build -c release --product backdoor >/dev/null  # SKIP_BUILD=1: use the existing build
+conv=(); [ -n "${CONV:-}" ] && conv=(--conv-algorithm "$CONV")
 have_torch=1
 python3 -c "import torch" 2>/dev/null || { have_torch=0; echo "note: torch is not installed; only BackdoorLab is measured" >&2; }
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for round in $(seq "$rounds"); do
-    echo "round $round of $rounds" >&2
+    echo "round $round of $rounds (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     ours=$(.build/release/backdoor bench --json --extended --width "$width" --batch-size "$batch" --steps "$steps" \
-        --eval-batches "$steps" --threads 2 | tr -d '\n')
+        --eval-batches "$steps" --threads 2 "${conv[@]}" | tr -d '\n')
     theirs='{}'
     if [ $have_torch = 1 ]; then
         theirs=$(python3 scripts/bench/pytorch_reference.py --width "$width" --batch-size "$batch" --steps "$steps" --threads 2)
     fi
     ours_anp='' theirs_anp=''
     if [ "${ANP:-1}" != 0 ]; then
-        ours_anp=$(.build/release/backdoor anp --benchmark 2 --width "$width" --batch-size "$batch" --threads 2 | head -1)
+        ours_anp=$(.build/release/backdoor anp --benchmark 2 --width "$width" --batch-size "$batch" --threads 2 "${conv[@]}" | head -1)
         if [ $have_torch = 1 ]; then
             theirs_anp=$(python3 scripts/bench/anp_iteration_pytorch.py --width "$width" --batch-size "$batch" --iterations 2 --threads 2)
         fi
