@@ -39,7 +39,7 @@ final class WinogradConvolutionTests: XCTestCase {
     }
 
     /// The kernels compared: oneDNN's direct, `winograd` (F(4x4, 3x3)), F(2x2, 3x3), and `auto`
-    /// (after its timing, whichever of direct and ours was faster per pass).
+    /// (a fixed rule: oneDNN's own Winograd where it has one, else direct).
     func kernels(_ g: ConvolutionGeometry) throws -> [(String, ConvolutionKernel, OneDNN)] {
         let direct = try OneDNN(.init(convolutionAlgorithm: .direct)), winograd = try OneDNN(.init(convolutionAlgorithm: .winograd))
         let auto = try OneDNN(.init(convolutionAlgorithm: .auto))
