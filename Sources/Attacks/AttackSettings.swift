@@ -120,7 +120,8 @@ public struct DataTriggerSettings: Equatable {
                 out.dithering = value == 1
             case "neg_ratio": out.negativeRatio = value
             case "magnitude": out.ftrojanMagnitude = value
-            default: out.ftrojanWindow = Int(value)   // "window", the last name `named(for:)` has
+            case "window": out.ftrojanWindow = Int(value)
+            default: preconditionFailure("\(name) is in named(for:) but not set here")
             }
         }
         return out

@@ -178,7 +178,7 @@ public final class Experiment {
     /// against the clean model. WaNet and BPP: one epoch's draw (training poisons every batch afresh).
     private func poison(_ attack: PoisonType, upstream: StageFolder?) throws -> StageFolder {
         let rate = settings.attack.poisonRate(for: attack)
-        let own = settings.attack.settings[attack.rawValue]?.filter { $0.key != "poison_rate" } ?? [:]
+        let own = settings.attack.triggerOverrides(for: attack)
         let config = PoisonStageConfig(attack: attack.rawValue, poisonTarget: settings.attack.target, poisonRate: rate, seed: settings.seed,
                                        data: dataConfig, triggerPattern: attack == .blend ? settings.attack.triggerPattern : nil,
                                        triggerSettings: own.isEmpty ? nil : own,

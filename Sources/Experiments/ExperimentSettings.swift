@@ -78,21 +78,26 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         public var pgd = PGDSettings()
         public var trojannn = TrojanNNRunSettings()
         /// Settings of single attacks over the run's, by attack name: `poison_rate` for any attack and
-        /// each data trigger's own (`backdoor run --help`; e.g. `wanet: {poison_rate: 0.3, k: 4}`).
+        /// each data trigger's own (docs/experiment-runner.md; e.g. `wanet: {poison_rate: 0.3, k: 4}`).
         public var settings: [String: [String: Double]] = [:]
         public init() {}
 
         /// The poisoning rate of `attack`: its own `poison_rate`, else the run's.
         public func poisonRate(for attack: PoisonType) -> Double { settings[attack.rawValue]?["poison_rate"] ?? poisonRate }
 
-        /// The settings `attack.settings` may hold for `attack`, at their defaults.
+        /// The names `attack.settings.<attack>` may hold.
         public static func settingNames(for attack: PoisonType) -> [String] {
             (["poison_rate"] + DataTriggerSettings().named(for: attack).keys).sorted()
         }
 
-        /// The data-trigger settings of `attack` with its entry of `settings` set (its trigger's own names).
+        /// `attack`'s own trigger settings: its entry of `settings` but the rate.
+        public func triggerOverrides(for attack: PoisonType) -> [String: Double] {
+            (settings[attack.rawValue] ?? [:]).filter { $0.key != "poison_rate" }
+        }
+
+        /// The data-trigger settings of `attack`, its overrides set.
         public func dataTriggers(for attack: PoisonType) throws -> DataTriggerSettings {
-            try DataTriggerSettings().setting((settings[attack.rawValue] ?? [:]).filter { $0.key != "poison_rate" }, for: attack)
+            try DataTriggerSettings().setting(triggerOverrides(for: attack), for: attack)
         }
     }
 

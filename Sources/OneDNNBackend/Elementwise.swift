@@ -81,7 +81,6 @@ final class AddReLU: AdditionKernel {
         }
     }
 
-
     private func reluBackward() throws -> Primitive {
         if let p = reluBackwardPrimitive { return p }
         var forwardDesc = dnnl_eltwise_desc_t()
