@@ -126,8 +126,10 @@ final class WinogradConvolution: ConvolutionKernel {
     private func withScratch(_ body: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
                                       UnsafeMutablePointer<Float>) throws -> Void) throws {
         let widest = max(inPadded, outPadded)
-        let tileFloats = positions * tilesPerImage * chunks[0].count * widest
-        try scratch.use([tileFloats, tileFloats, positions * inPadded * outPadded]) { try body($0[0], $0[1], $0[2]) }
+        let tileFloats = positions * wino_plane(tilesPerImage * chunks[0].count, widest)
+        try scratch.use([tileFloats, tileFloats, positions * wino_plane(inPadded, outPadded)]) {
+            try body($0[0], $0[1], $0[2])
+        }
     }
 
     enum Pass { case forward, backwardData, backwardWeights, backwardWeightsAccumulating }
@@ -141,17 +143,21 @@ final class WinogradConvolution: ConvolutionKernel {
         let key = ProductKey(pass: pass, images: images)
         if let p = products[key] { return p }
         let (b, t, c, o) = (positions, images * tilesPerImage, inPadded, outPadded)
+        /// rows x columns matrices, one per tile position, at the transforms' plane stride.
+        func planes(_ rows: Int, _ columns: Int) throws -> MemoryDesc {
+            try MemoryDesc(shape: [b, rows, columns], strides: [wino_plane(rows, columns), columns, 1])
+        }
         let p: Product
         switch pass {
         case .forward:
-            p = try Product("\(geometry) winograd forward", a: .plain([b, t, c]), b: .plain([b, c, o]), c: .plain([b, t, o]))
+            p = try Product("\(geometry) winograd forward", a: planes(t, c), b: planes(c, o), c: planes(t, o))
         case .backwardData:
-            p = try Product("\(geometry) winograd backward data", a: .plain([b, t, o]), b: .plain([b, o, c]),
-                            c: .plain([b, t, c]))
+            p = try Product("\(geometry) winograd backward data", a: planes(t, o), b: planes(o, c), c: planes(t, c))
         case .backwardWeights, .backwardWeightsAccumulating:
             // The input tiles, t x c per position, read transposed: the tiles are the depth.
-            p = try Product("\(geometry) winograd backward weights", a: MemoryDesc(shape: [b, c, t], strides: [t * c, 1, c]),
-                            b: .plain([b, t, o]), c: .plain([b, c, o]), accumulate: pass == .backwardWeightsAccumulating)
+            p = try Product("\(geometry) winograd backward weights",
+                            a: MemoryDesc(shape: [b, c, t], strides: [wino_plane(t, c), 1, c]),
+                            b: planes(t, o), c: planes(c, o), accumulate: pass == .backwardWeightsAccumulating)
         }
         products[key] = p
         return p

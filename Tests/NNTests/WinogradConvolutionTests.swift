@@ -20,7 +20,9 @@ final class WinogradConvolutionTests: XCTestCase {
     let cases = [Case(batch: 2, inChannels: 16, outChannels: 24, height: 8, width: 8),
                  Case(batch: 1, inChannels: 5, outChannels: 12, height: 7, width: 7),
                  Case(batch: 3, inChannels: 64, outChannels: 64, height: 9, width: 11),
-                 Case(batch: 2, inChannels: 32, outChannels: 8, height: 32, width: 32)]
+                 Case(batch: 2, inChannels: 32, outChannels: 8, height: 32, width: 32),
+                 // More images than one chunk of tiles holds (`tileBudget`): chunks of 21, 21 and 19 images.
+                 Case(batch: 61, inChannels: 8, outChannels: 16, height: 30, width: 30)]
 
     /// The three passes' results (output, input gradient, weight gradient) of one kernel, in plain order.
     func passes(_ kernel: ConvolutionKernel, on backend: OneDNN, x: [Float], w: [Float], dy: [Float]) throws -> [[Float]] {

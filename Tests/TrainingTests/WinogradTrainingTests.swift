@@ -20,8 +20,8 @@ final class WinogradTrainingTests: XCTestCase {
         config.batchSize = 64
         config.learningRate = 0.05
         config.milestones = [2]
-        config.seed = 5
-        func run(_ algorithm: ConvolutionAlgorithm) throws -> [EpochRecord] {
+        func run(_ algorithm: ConvolutionAlgorithm, seed: UInt64) throws -> EpochRecord {
+            config.seed = seed
             let backend = try OneDNN(.init(convolutionAlgorithm: algorithm))
             let trainer = try Trainer(config: config, trainSet: train, cleanTest: test, poisonTest: nil,
                                       outputDirectory: NSTemporaryDirectory() + "winograd-\(UUID().uuidString)",
@@ -30,19 +30,23 @@ final class WinogradTrainingTests: XCTestCase {
             let records = try trainer.run()
             let used = try backend.convolutionImplementations().keys
             XCTAssertEqual(used.contains { $0.contains("winograd") }, algorithm == .winograd, "\(used.sorted())")
-            return records
+            XCTAssertLessThan(records.last!.trainLoss, records[0].trainLoss, "\(algorithm) seed \(seed): the loss falls")
+            // Chance is 0.1, with a standard deviation of about 0.01 on 1,000 images.
+            XCTAssertGreaterThan(records.last!.cleanAcc, 0.15, "\(algorithm) seed \(seed) learns")
+            return records.last!
         }
-        let direct = try run(.direct), winograd = try run(.winograd)
-        // Same seed and data: the runs differ only by rounding, which grows chaotically over the
-        // steps (first-epoch mean losses here: 0.3% and 1.8% apart in two runs); both must learn
-        // (chance is 0.1, with a standard deviation of about 0.01 on 1,000 images).
-        for (name, records) in [("direct", direct), ("winograd", winograd)] {
-            XCTAssertLessThan(records.last!.trainLoss, records[0].trainLoss, "\(name): the training loss falls")
-            XCTAssertGreaterThan(records.last!.cleanAcc, 0.2, "\(name) learns")
+        // Same seed and data, the two runs differ only by rounding, which grows chaotically over the
+        // steps: measured over 15 seeds, the final accuracies of such a pair differ by 0.036 (standard
+        // deviation; up to 0.08), the final losses by 0.027, with no mean difference (0.008, 0.005).
+        // Means over three seeds: differences have a standard deviation near 0.021 and 0.016, so
+        // the bounds below are about three of them.
+        let seeds: [UInt64] = [5, 6, 7]
+        let direct = try seeds.map { try run(.direct, seed: $0) }, winograd = try seeds.map { try run(.winograd, seed: $0) }
+        func mean(_ records: [EpochRecord], _ value: (EpochRecord) -> Double) -> Double {
+            records.map(value).reduce(0, +) / Double(records.count)
         }
-        // Two accuracies on 1,000 images near 0.25 differ by chance with a standard deviation of
-        // about 0.019; 0.06 is about three of them.
-        XCTAssertEqual(winograd.last!.cleanAcc, direct.last!.cleanAcc, accuracy: 0.06)
+        XCTAssertEqual(mean(winograd, \.cleanAcc), mean(direct, \.cleanAcc), accuracy: 0.06)
+        XCTAssertEqual(mean(winograd, \.trainLoss), mean(direct, \.trainLoss), accuracy: 0.05)
         print("direct \(direct.map(\.cleanAcc)) loss \(direct.map(\.trainLoss)); winograd \(winograd.map(\.cleanAcc)) loss \(winograd.map(\.trainLoss))")
     }
 }
