@@ -3,6 +3,7 @@
 // because Swift has no portable way to pin these loops to AVX2 and to run them on the OpenMP
 // threads oneDNN already keeps (a second thread pool would fight it for the same cores).
 #include "CWinograd.h"
+#include <immintrin.h>
 #include <string.h>
 
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
@@ -189,40 +190,43 @@ struct filters {
     const float *weights;
     float *planes;
     long ld;
-    int inChannels, rows, columns, transposed, rowsPadded;
+    int inChannels, rows, columns, transposed, rowsPadded, first, count;
 };
 
-// One row and 8 columns of filters -> G g G^T; padding rows and columns become zeros.
+// One row and 8 columns of filters -> G g G^T; padding rows and columns become zeros. In
+// OIhw8i8o a row's 8 columns are one vector (forward) or 8 floats 8 apart (transposed: a gather).
 INLINE void filter(const struct filters *c, long item, int m, const float *G) {
     const int R = m + 2;
-    long blocks = c->ld / 8;
+    long blocks = c->ld / 8, inBlocks = (c->inChannels + 7) / 8;
     int r = (int)(item / blocks), b = (int)(item % blocks);
     v8 in[9] = {{0}}, out[36];
     if (r < c->rows) {
-        for (int l = 0; l < 8; l++) {
-            int q = b * 8 + l;
-            if (q >= c->columns) break;
-            // Transposed (rows are output channels) goes with flipped (backward data).
-            if (c->transposed) {
-                UNROLL for (int k = 0; k < 9; k++) in[k][l] = c->weights[offset(c->inChannels, r, q, 8 - k)];
-            } else {
-                UNROLL for (int k = 0; k < 9; k++) in[k][l] = c->weights[offset(c->inChannels, q, r, k)];
-            }
+        if (c->transposed) {
+            // Rows are output channels, columns input channels, each filter rotated (backward data).
+            const float *base = c->weights + ((long)(r / 8) * inBlocks + b) * 9 * 64 + r % 8;
+            const __m256i lanes = _mm256_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56);
+            UNROLL for (int k = 0; k < 9; k++) in[k] = (v8)_mm256_i32gather_ps(base + (8 - k) * 64, lanes, 4);
+        } else {
+            const float *base = c->weights + ((long)b * inBlocks + r / 8) * 9 * 64 + (r % 8) * 8;
+            UNROLL for (int k = 0; k < 9; k++) in[k] = load(base + k * 64);
         }
+        // Columns past the last channel: the weights' block padding, kept out of the products.
+        for (int l = c->columns - b * 8; l < 8; l++) UNROLL for (int k = 0; k < 9; k++) in[k][l] = 0;
     }
     sandwich(G, 3, 1, R, 3, in, out);
     float *dst = c->planes + (long)r * c->ld + b * 8;
     long plane = wino_plane(c->rowsPadded, c->ld);
-    UNROLL for (int xi = 0; xi < R * R; xi++) store(dst + xi * plane, out[xi]);
+    UNROLL for (int xi = 0; xi < R * R; xi++)
+        if (xi >= c->first && xi < c->first + c->count) store(dst + (xi - c->first) * plane, out[xi]);
 }
 
 static void filter2(const void *c, long i) { filter(c, i, 2, &G2[0][0]); }
 static void filter4(const void *c, long i) { filter(c, i, 4, &G4[0][0]); }
 
 void wino_filter_transform(int m, const float *weights, int inChannels, int outChannels, int transposed,
-                           float *planes, int rowsPadded, long ld) {
+                           float *planes, int rowsPadded, long ld, int first, int count) {
     struct filters c = {weights, planes, ld, inChannels, transposed ? outChannels : inChannels,
-                        transposed ? inChannels : outChannels, transposed, rowsPadded};
+                        transposed ? inChannels : outChannels, transposed, rowsPadded, first, count};
     parallel(m == 2 ? filter2 : filter4, &c, (long)rowsPadded * (ld / 8));
 }
 
@@ -230,7 +234,7 @@ struct gradients {
     const float *planes;
     float *gradient;
     long ld;
-    int inChannels, outChannels, rowsPadded;
+    int inChannels, outChannels, rowsPadded, first, count, accumulate;
 };
 
 // G^T S G for one input channel and 8 output channels; G^T's element (r, k) is G[k][r].
@@ -241,12 +245,17 @@ INLINE void weight_gradient(const struct gradients *c, long item, int m, const f
     v8 in[36], out[9];
     const float *src = c->planes + (long)ci * c->ld + b * 8;
     long plane = wino_plane(c->rowsPadded, c->ld);
-    UNROLL for (int xi = 0; xi < S * S; xi++) in[xi] = load(src + xi * plane);
+    UNROLL for (int xi = 0; xi < S * S; xi++)
+        in[xi] = xi >= c->first && xi < c->first + c->count ? load(src + (xi - c->first) * plane) : (v8){0};
     sandwich(G, 1, 3, 3, S, in, out);
     for (int l = 0; l < 8; l++) {
         int o = b * 8 + l;
         if (o >= c->outChannels) break;
-        UNROLL for (int k = 0; k < 9; k++) c->gradient[offset(c->inChannels, o, ci, k)] = out[k][l];
+        if (c->accumulate) {
+            UNROLL for (int k = 0; k < 9; k++) c->gradient[offset(c->inChannels, o, ci, k)] += out[k][l];
+        } else {
+            UNROLL for (int k = 0; k < 9; k++) c->gradient[offset(c->inChannels, o, ci, k)] = out[k][l];
+        }
     }
 }
 
@@ -254,8 +263,8 @@ static void weightGradient2(const void *c, long i) { weight_gradient(c, i, 2, &G
 static void weightGradient4(const void *c, long i) { weight_gradient(c, i, 4, &G4[0][0]); }
 
 void wino_weight_gradient(int m, const float *planes, int inChannels, int outChannels, int rowsPadded, long ld,
-                          float *gradient) {
-    struct gradients c = {planes, gradient, ld, inChannels, outChannels, rowsPadded};
+                          int first, int count, int accumulate, float *gradient) {
+    struct gradients c = {planes, gradient, ld, inChannels, outChannels, rowsPadded, first, count, accumulate};
     parallel(m == 2 ? weightGradient2 : weightGradient4, &c, (long)inChannels * (ld / 8));
 }
 

@@ -21,7 +21,6 @@ final class WinogradConvolutionTests: XCTestCase {
                  Case(batch: 1, inChannels: 5, outChannels: 12, height: 7, width: 7),
                  Case(batch: 3, inChannels: 64, outChannels: 64, height: 9, width: 11),
                  Case(batch: 2, inChannels: 32, outChannels: 8, height: 32, width: 32),
-                 // More images than one chunk of tiles holds (`tileBudget`): chunks of 21, 21 and 19 images.
                  Case(batch: 61, inChannels: 8, outChannels: 16, height: 30, width: 30)]
 
     /// The three passes' results (output, input gradient, weight gradient) of one kernel, in plain order.
@@ -40,16 +39,23 @@ final class WinogradConvolutionTests: XCTestCase {
         return try [output, inputGradient, weightGradient].map(backend.download)
     }
 
-    /// The kernels compared: oneDNN's direct, `winograd` (F(4x4, 3x3)), F(2x2, 3x3), and `auto`
-    /// (a fixed rule: oneDNN's own Winograd where it has one, else direct).
+    /// The kernels compared: oneDNN's direct, `winograd` (F(4x4, 3x3)), F(2x2, 3x3), `auto`
+    /// (a fixed rule: oneDNN's own Winograd where it has one, else direct), and F(4x4, 3x3) with a
+    /// scratch budget of 4,096 floats, which splits every case into chunks of images (one each)
+    /// and all but the smallest into groups of tile positions, as ResNet-18's 512-channel layers
+    /// are at the real budget.
     func kernels(_ g: ConvolutionGeometry) throws -> [(String, ConvolutionKernel, OneDNN)] {
         let direct = try OneDNN(.init(convolutionAlgorithm: .direct)), winograd = try OneDNN(.init(convolutionAlgorithm: .winograd))
         let auto = try OneDNN(.init(convolutionAlgorithm: .auto))
         let forced = try winograd.convolution(g)
         XCTAssertEqual(try forced.implementations(), Array(repeating: "winograd F(4x4,3x3)", count: 3))
         let f2 = try WinogradConvolution(g, tile: 2, scratch: WinogradScratch(), owner: winograd)
+        let split = try WinogradConvolution(g, tile: 4, scratch: WinogradScratch(), owner: winograd, budget: 4096)
+        XCTAssertEqual(split.chunkCount, g.batch, "\(g)")
+        if g.inChannels > 8 { XCTAssertGreaterThan(split.groupCount, 1, "\(g)") }
         return [("direct", try direct.convolution(g), direct), ("F(4x4,3x3)", forced, winograd),
-                ("F(2x2,3x3)", f2, winograd), ("auto", try auto.convolution(g), auto)]
+                ("F(2x2,3x3)", f2, winograd), ("auto", try auto.convolution(g), auto),
+                ("F(4x4,3x3) in chunks and groups", split, winograd)]
     }
 
     /// Float64 cross-correlation with zero padding 1: forward, input gradient, weight gradient.

@@ -30,17 +30,19 @@ void wino_gradient_transform(int m, const float *src, int n0, int count, int blo
 void wino_output_transform(int m, const float *tiles, long ld, int n0, int count, int blocks, int height,
                            int width, float *dst);
 
-// Filters of an O x C x 3 x 3 bank (oneDNN's blocked OIhw8i8o) -> G g G^T,
-// as alpha*alpha planes of a rowsPadded x ld matrix (zeros in the padding): rows are input
-// channels, or, `transposed`, output channels with each filter rotated by 180 degrees (backward
-// data convolves with the flipped, transposed filters).
+// Filters of an O x C x 3 x 3 bank (oneDNN's blocked OIhw8i8o) -> G g G^T, planes
+// [first, first + count) of the alpha*alpha (the rest are not stored), each a rowsPadded x ld
+// matrix (zeros in the padding): rows are input channels, or, `transposed`, output channels with
+// each filter rotated by 180 degrees (backward data convolves with the flipped, transposed
+// filters). Position groups keep a wide layer's transformed filters to a fraction of their size.
 void wino_filter_transform(int m, const float *weights, int inChannels, int outChannels, int transposed,
-                           float *planes, int rowsPadded, long ld);
+                           float *planes, int rowsPadded, long ld, int first, int count);
 
-// Weight gradient: planes S (alpha*alpha planes of a Cp x ld matrix, rows = input channels,
-// columns = output channels) -> G^T S G, written into the O x C x 3 x 3 gradient (OIhw8i8o;
-// its padding is left as it is).
+// Weight gradient: planes S of positions [first, first + count) (Cp x ld matrices, rows = input
+// channels, columns = output channels) -> their part of G^T S G, written (or, `accumulate`,
+// added) into the O x C x 3 x 3 gradient (OIhw8i8o; its padding is left as it is). The gradient
+// is linear in S, so position groups add up to the whole.
 void wino_weight_gradient(int m, const float *planes, int inChannels, int outChannels, int rowsPadded, long ld,
-                          float *gradient);
+                          int first, int count, int accumulate, float *gradient);
 
 #endif
