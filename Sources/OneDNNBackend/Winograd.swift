@@ -23,13 +23,14 @@ final class WinogradConvolution: ConvolutionKernel {
     }
 
     /// Floats (10 MiB) of each scratch buffer: a chunk's tiles, its products, and one position
-    /// group's filters. ResNet-18's 512-channel layers then take a batch of 128 in one chunk (a
-    /// matmul 3x as tall, 12% faster than in three) and their filters in four groups (9.4 MiB
-    /// instead of 37.7 MiB: width-64, batch-128 training otherwise peaked just over 1 GiB).
+    /// group's filters. ResNet-18's 512-channel layers then take a batch of 128 in one chunk and
+    /// their filters in four groups (9.4 MiB instead of 37.7 MiB: width-64, batch-128 training
+    /// otherwise peaked at 1,013-1,028 MiB, against the 1,024 MiB target).
     static let scratchBudget = 10 << 18
 
-    /// Floats (4 MiB) of tiles per chunk where the filters are not grouped: chunks 2.5x as large
-    /// measured 12% slower in evaluation (they fall out of cache between transform and matmul).
+    /// Floats (4 MiB) of tiles per chunk where the filters are not grouped: 4x larger chunks
+    /// measured no faster, and the 10 MiB budget for every layer slower in evaluation (one noisy
+    /// A/B, 259-269 against 283-319 images/s).
     static let chunkBudget = 1 << 20
 
     /// F(4x4, 3x3): 4x fewer multiplications than direct, against 2.25x for F(2x2, 3x3).
