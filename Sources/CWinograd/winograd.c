@@ -77,13 +77,20 @@ struct tiles {
     int n0, blocks, height, width, tilesH, tilesW;
 };
 
+// Work item `item` (a row of tiles) -> its image n, tile row ty, and first tile t0 of the chunk.
+INLINE void locate_row(const struct tiles *c, long item, int *n, int *ty, long *t0) {
+    *n = c->n0 + (int)(item / c->tilesH);
+    *ty = (int)(item % c->tilesH);
+    *t0 = (item / c->tilesH) * c->tilesH * c->tilesW + (long)*ty * c->tilesW;
+}
+
 // One row of tiles (ty) of one image, every block: each tile's S x S patch at
 // (ty m + offset, tx m + offset) -> L d L^T, alpha x alpha. A row per item, blocks then tiles
 // inside it, so the reads stream along image rows and each plane's writes for the row are contiguous.
 INLINE void tiles_in(const struct tiles *c, long item, int m, int S, int offset, const float *L, int lr, int lc) {
-    long perImage = (long)c->tilesH * c->tilesW;
-    int n = c->n0 + (int)(item / c->tilesH), ty = (int)(item % c->tilesH);
-    long t0 = (item / c->tilesH) * perImage + (long)ty * c->tilesW;
+    int n, ty;
+    long t0;
+    locate_row(c, item, &n, &ty, &t0);
     int R = m + 2, y0 = ty * m + offset;
     long plane = wino_plane(c->count, c->ld), rowStride = (long)c->width * 8;
     int rowsInside = y0 >= 0 && y0 + S <= c->height;
@@ -102,15 +109,15 @@ INLINE void tiles_in(const struct tiles *c, long item, int m, int S, int offset,
         for (int tx = 0; tx < c->tilesW; tx++) {
             v8 in[36], out[36];
             int x0 = tx * m + offset;
-            const float *corner = image + ((long)y0 * c->width + x0) * 8;
             if (rowsInside && x0 >= 0 && x0 + S <= c->width) {
+                const float *corner = image + ((long)y0 * c->width + x0) * 8;
                 UNROLL for (int i = 0; i < S; i++) UNROLL for (int j = 0; j < S; j++)
                     in[i * S + j] = load(corner + i * rowStride + j * 8);
             } else {
                 UNROLL for (int i = 0; i < S; i++) UNROLL for (int j = 0; j < S; j++) {
                     int y = y0 + i, x = x0 + j;
                     in[i * S + j] = (y >= 0 && y < c->height && x >= 0 && x < c->width)
-                        ? load(corner + i * rowStride + j * 8) : (v8){0};
+                        ? load(image + ((long)y * c->width + x) * 8) : (v8){0};
                 }
             }
             sandwich(L, lr, lc, R, S, in, out);
@@ -129,9 +136,9 @@ static void gradient4(const void *c, long i) { tiles_in(c, i, 4, 4, 0, &AT4[0][0
 // One row of tiles of one image, every block: alpha x alpha products -> A^T M A, m x m pixels
 // (clipped at the edges).
 INLINE void tiles_out(const struct tiles *c, long item, int m, const float *AT) {
-    long perImage = (long)c->tilesH * c->tilesW;
-    int n = c->n0 + (int)(item / c->tilesH), ty = (int)(item % c->tilesH);
-    long t0 = (item / c->tilesH) * perImage + (long)ty * c->tilesW;
+    int n, ty;
+    long t0;
+    locate_row(c, item, &n, &ty, &t0);
     const int S = m + 2;
     long plane = wino_plane(c->count, c->ld), rowStride = (long)c->width * 8;
     int rows = c->height - ty * m < m ? c->height - ty * m : m;
@@ -197,18 +204,17 @@ struct filters {
 // OIhw8i8o a row's 8 columns are one vector (forward) or 8 floats 8 apart (transposed: a gather).
 INLINE void filter(const struct filters *c, long item, int m, const float *G) {
     const int R = m + 2;
-    long blocks = c->ld / 8, inBlocks = (c->inChannels + 7) / 8;
+    long blocks = c->ld / 8;
     int r = (int)(item / blocks), b = (int)(item % blocks);
     v8 in[9] = {{0}}, out[36];
     if (r < c->rows) {
         if (c->transposed) {
             // Rows are output channels, columns input channels, each filter rotated (backward data).
-            const float *base = c->weights + ((long)(r / 8) * inBlocks + b) * 9 * 64 + r % 8;
             const __m256i lanes = _mm256_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56);
-            UNROLL for (int k = 0; k < 9; k++) in[k] = (v8)_mm256_i32gather_ps(base + (8 - k) * 64, lanes, 4);
+            UNROLL for (int k = 0; k < 9; k++)
+                in[k] = (v8)_mm256_i32gather_ps(c->weights + offset(c->inChannels, r, b * 8, 8 - k), lanes, 4);
         } else {
-            const float *base = c->weights + ((long)b * inBlocks + r / 8) * 9 * 64 + (r % 8) * 8;
-            UNROLL for (int k = 0; k < 9; k++) in[k] = load(base + k * 64);
+            UNROLL for (int k = 0; k < 9; k++) in[k] = load(c->weights + offset(c->inChannels, b * 8, r, k));
         }
         // Columns past the last channel: the weights' block padding, kept out of the products.
         for (int l = c->columns - b * 8; l < 8; l++) UNROLL for (int k = 0; k < 9; k++) in[k][l] = 0;
