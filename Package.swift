@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "AttacksTests", dependencies: ["TestSupport", "Attacks", "Backend", "Datasets", "Models", "NN", "OneDNNBackend", "Training"]),
         .testTarget(name: "DefensesTests",
                     dependencies: ["TestSupport", "Attacks", "Backend", "Datasets", "Defenses", "Models", "NN", "OneDNNBackend", "Training"]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport", "Backend", "BackdoorCLI", "Experiments", "Models", "NN", "OneDNNBackend"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "Backend", "BackdoorCLI", "Experiments", "Models", "NN", "OneDNNBackend", "Training"]),
         .testTarget(name: "ExperimentsTests", dependencies: ["TestSupport", "Attacks", "Defenses", "Experiments", "OneDNNBackend", "Reports", "Training"]),
     ]
 )

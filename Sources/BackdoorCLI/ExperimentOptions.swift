@@ -47,6 +47,8 @@ struct ExperimentOptions: ParsableArguments {
     var threshold: Double?
     @Option(help: "Prune at the largest sweep threshold before the first that costs this fraction of the unpruned model's clean accuracy on the defender's images (defense.pruning.acc_ratio; drops the preset's fixed threshold).")
     var accRatio: Double?
+    @Option(help: "With --acc-ratio: choose the threshold on this share of the training set after ANP's images (inside the defender's share, never trained on), not on the images the masks were fitted on (defense.pruning.holdout_frac; 0: ANP's own).")
+    var holdoutFrac: Double?
     @Option(parsing: .unconditional, help: "Seed of initialisation, shuffling, augmentation, poisoning, split and the defenses.", transform: parseSeed)
     var seed: UInt64?
 
@@ -68,6 +70,7 @@ struct ExperimentOptions: ParsableArguments {
             // One of the two decides the threshold: either flag clears the other's key (null removes it).
             ("--threshold", "defense.pruning.acc_ratio", threshold.map { _ in NSNull() }),
             ("--acc-ratio", "defense.pruning.acc_ratio", accRatio), ("--acc-ratio", "defense.pruning.threshold", accRatio.map { _ in NSNull() }),
+            ("--holdout-frac", "defense.pruning.holdout_frac", holdoutFrac),
             ("--test-limit", "evaluation.test_limit", testLimit), ("--eval-limit", "evaluation.eval_limit", evalLimit),
             ("--seed", "seed", seed),
         ]

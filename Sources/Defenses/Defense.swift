@@ -108,8 +108,9 @@ public struct CLPDefense: Defense {
 
 /// ANP's two steps with the reference's defaults: masks from the defender's images, then pruning
 /// of every neuron whose mask is at most `threshold`. Its log evaluates on those images too. With
-/// `accRatio` the threshold is chosen instead, on the same images, among 0, `pruningStep`, ...,
-/// `pruningMax` (`Pruning.chooseThreshold`).
+/// `accRatio` the threshold is chosen instead among 0, `pruningStep`, ..., `pruningMax`
+/// (`Pruning.chooseThreshold`): on the same images, or with `holdout` on that last share of them,
+/// the masks being fitted on the rest.
 public struct ANPDefense: Defense {
     public var config: ANPConfig
     public var threshold: Double
@@ -117,13 +118,16 @@ public struct ANPDefense: Defense {
     public var accRatio: Double?
     public var pruningMax: Double
     public var pruningStep: Double
+    /// With `accRatio`: the share of the clean images kept from the masks to choose the threshold on.
+    public var holdout: Double
     public init(config: ANPConfig = ANPConfig(), threshold: Double = 0.2, accRatio: Double? = nil,
-                pruningMax: Double = 0.9, pruningStep: Double = 0.05) {
+                pruningMax: Double = 0.9, pruningStep: Double = 0.05, holdout: Double = 0) {
         self.config = config
         self.threshold = threshold
         self.accRatio = accRatio
         self.pruningMax = pruningMax
         self.pruningStep = pruningStep
+        self.holdout = holdout
     }
     public static let name = "anp"
     /// acc_ratio -1: prune at `threshold`; a fraction in (0, 1]: choose the threshold on the defender's images.
@@ -143,6 +147,9 @@ public struct ANPDefense: Defense {
         for key in ["threshold", "anp_alpha", "pruning_max"] where !(0...1).contains(settings[key]!) {
             throw DefenseSettingError.outOfRange(Self.name, key, settings[key]!, expected: "a number in [0, 1]")
         }
+        if !(0..<1).contains(settings["holdout"]!) {
+            throw DefenseSettingError.outOfRange(Self.name, "holdout", settings["holdout"]!, expected: "a number in [0, 1)")
+        }
         if !(settings["pruning_step"]! > 0 && settings["pruning_step"]! <= 1) {
             throw DefenseSettingError.outOfRange(Self.name, "pruning_step", settings["pruning_step"]!, expected: "a number in (0, 1]")
         }
@@ -151,19 +158,29 @@ public struct ANPDefense: Defense {
             throw DefenseSettingError.outOfRange(Self.name, "acc_ratio", accRatio,
                                                  expected: "-1 (prune at threshold) or a fraction in (0, 1] (choose the threshold)")
         }
+        if settings["holdout"]! > 0 && accRatio == -1 {
+            throw DefenseSettingError.outOfRange(Self.name, "holdout", settings["holdout"]!,
+                                                 expected: "0 with a fixed threshold (acc_ratio -1); the held-out images choose the threshold")
+        }
         config.printEvery = max(1, config.iterations / 4)
         config.seed = seed
         self.init(config: config, threshold: settings["threshold"]!, accRatio: accRatio == -1 ? nil : accRatio,
-                  pruningMax: settings["pruning_max"]!, pruningStep: settings["pruning_step"]!)
+                  pruningMax: settings["pruning_max"]!, pruningStep: settings["pruning_step"]!, holdout: settings["holdout"]!)
     }
     public var settings: [String: Double] {
         ["anp_eps": Double(config.eps), "anp_steps": Double(config.steps), "anp_alpha": Double(config.alpha),
          "iterations": Double(config.iterations), "threshold": threshold, "acc_ratio": accRatio ?? -1,
-         "pruning_max": pruningMax, "pruning_step": pruningStep]
+         "pruning_max": pruningMax, "pruning_step": pruningStep, "holdout": holdout]
     }
 
     public func repair(_ model: Model, clean: ImageSet, log: (String) throws -> Void) throws -> DefenseDecision {
-        let result = try ANP.optimizeMasks(model: model, data: ANPData(defender: clean, cleanTest: clean, poisonTest: nil),
+        let heldOutCount = accRatio == nil ? 0 : Int(holdout * Double(clean.count))
+        let maskImages = clean.subset(Array(0..<clean.count - heldOutCount))
+        let choiceImages = heldOutCount > 0 ? clean.subset(Array(clean.count - heldOutCount..<clean.count)) : clean
+        guard maskImages.count > 0 else {
+            throw DefenseSettingError.outOfRange(Self.name, "holdout", holdout, expected: "a share that leaves the masks some of the \(clean.count) clean images")
+        }
+        let result = try ANP.optimizeMasks(model: model, data: ANPData(defender: maskImages, cleanTest: maskImages, poisonTest: nil),
                                            config: config) { entry in try log("anp: " + entry.line) }
         guard let accRatio else {
             let pruned = Pruning.neurons(result.scores, atOrBelow: threshold)
@@ -172,7 +189,7 @@ public struct ANPDefense: Defense {
             return DefenseDecision(pruned: pruned, details: ["threshold": threshold, "selection": "fixed threshold"])
         }
         let chosen = try Pruning.chooseThreshold(model, scores: result.scores, candidates: Pruning.thresholds(max: pruningMax, step: pruningStep),
-                                                 accRatio: accRatio, clean: clean) { threshold, count, accuracy in
+                                                 accRatio: accRatio, clean: choiceImages, heldOut: heldOutCount > 0) { threshold, count, accuracy in
             try log(String(format: "anp: threshold %g prunes %d neurons, defender clean accuracy %.4f", threshold, count, accuracy))
         }
         try Pruning.prune(model, neurons: chosen.pruned)

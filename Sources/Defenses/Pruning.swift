@@ -159,6 +159,8 @@ public struct ThresholdChoice {
     /// Neurons each tried threshold prunes, in `choice.tried`'s order.
     public var prunedCounts: [Int]
     public var cleanImages: Int
+    /// Whether `cleanImages` were held out from the mask fitting (else the masks were fitted on them).
+    public var heldOut: Bool
     /// The neurons the chosen threshold prunes, lowest mask first.
     public var pruned: [NeuronScore]
 
@@ -172,13 +174,14 @@ public struct ThresholdChoice {
             : candidates.map(Pruning.format).joined(separator: ", ")
         let baseline = String(format: "%.4f", choice.baseline)
         let outcome = choice.level.map { ": \(Pruning.format($0))" } ?? ": the first candidate already did, nothing pruned"
-        return "the largest threshold of \(list) before the first whose clean accuracy on the defender's \(cleanImages) images "
+        let images = heldOut ? "\(cleanImages) held-out images (not those the masks were fitted on)" : "\(cleanImages) images"
+        return "the largest threshold of \(list) before the first whose clean accuracy on the defender's \(images) "
             + "falls by acc_ratio \(choice.accRatio) or more relative to the unpruned model's \(baseline) (the test set is not used)"
             + outcome
     }
 
     public var json: [String: Any] {
-        ["rule": rule, "acc_ratio": choice.accRatio, "chosen_threshold": threshold, "defender_images": cleanImages,
+        ["rule": rule, "acc_ratio": choice.accRatio, "chosen_threshold": threshold, "defender_images": cleanImages, "held_out": heldOut,
          "defender_clean_acc_unpruned": choice.baseline, "candidates": candidates,
          "tried": zip(choice.tried, prunedCounts).map { ["threshold": $0.level, "pruned": $1, "defender_clean_acc": $0.accuracy] }]
     }
@@ -189,10 +192,10 @@ extension Pruning {
     static func format(_ threshold: Double) -> String { String(format: "%g", threshold) }
 
     /// Tries `candidates` (increasing) on `model`, each pruning every neuron whose mask is at most
-    /// it, judged by clean accuracy on `clean` (the defender's images); `model` is as before when
-    /// this returns.
+    /// it, judged by clean accuracy on `clean` (the defender's images; `heldOut`: not those the
+    /// masks were fitted on); `model` is as before when this returns.
     public static func chooseThreshold(_ model: Model, scores: [NeuronScore], candidates: [Double], accRatio: Double,
-                                       clean: ImageSet, onTry: (Double, Int, Double) throws -> Void = { _, _, _ in }) throws
+                                       clean: ImageSet, heldOut: Bool = false, onTry: (Double, Int, Double) throws -> Void = { _, _, _ in }) throws
         -> ThresholdChoice {
         guard candidates == candidates.sorted(), !candidates.isEmpty else {
             throw ANPError("the candidate thresholds \(candidates) are not a non-empty increasing list")
@@ -212,6 +215,6 @@ extension Pruning {
             return accuracy
         }
         return ThresholdChoice(candidates: candidates, choice: choice, prunedCounts: counts, cleanImages: clean.count,
-                               pruned: choice.level.map { neurons(scores, atOrBelow: $0) } ?? [])
+                               heldOut: heldOut, pruned: choice.level.map { neurons(scores, atOrBelow: $0) } ?? [])
     }
 }

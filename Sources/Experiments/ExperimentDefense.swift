@@ -94,6 +94,14 @@ extension Experiment {
         dataset.train.subset(DataSplit(permutation: permutation, valFrac: settings.defense.anp.frac).defender)
     }
 
+    /// The defender's images the threshold is chosen on with `defense.pruning.holdout_frac`: the
+    /// next share of the permutation after ANP's (inside the defender's `data.val_frac`).
+    var thresholdHoldout: ImageSet {
+        let start = DataSplit(permutation: permutation, valFrac: settings.defense.anp.frac).defender.count
+        let count = DataSplit(permutation: permutation, valFrac: settings.defense.pruning.holdoutFrac).defender.count
+        return dataset.train.subset(Array(permutation[start..<start + count]))
+    }
+
     struct Pruned {
         var cleanAccuracy: Double
         var asr: Double
@@ -111,7 +119,8 @@ extension Experiment {
         let pruning = settings.defense.pruning
         let config = PruneStageConfig(threshold: pruning.threshold, accRatio: pruning.accRatio, pruningMax: pruning.max,
                                       pruningStep: pruning.step, numberRows: Self.numberRows,
-                                      sweepTestLimit: settings.evaluation.testLimit, testImages: evaluationTest.count)
+                                      sweepTestLimit: settings.evaluation.testLimit, testImages: evaluationTest.count,
+                                      holdoutFrac: pruning.accRatio != nil && pruning.holdoutFrac > 0 ? pruning.holdoutFrac : nil)
         let outputs = [Pruning.Mode.threshold.fileName, Pruning.Mode.number.fileName, "result.json"]
         let folder = try stage(attack.rawValue, "prune", config: config, upstream: anp, outputs: outputs) { folder, _ in
             let modelPath = trainFolder + "/model_last.safetensors"
@@ -145,8 +154,9 @@ extension Experiment {
             let (model, _) = try Checkpoint.load(modelPath, on: inference)
             let threshold: Double, chosen: [NeuronScore], selection: [String: Any]
             if let accRatio = pruning.accRatio {
+                let heldOut = config.holdoutFrac != nil
                 let choice = try Pruning.chooseThreshold(model, scores: scores, candidates: thresholds, accRatio: accRatio,
-                                                         clean: anpDefender) { t, count, accuracy in
+                                                         clean: heldOut ? thresholdHoldout : anpDefender, heldOut: heldOut) { t, count, accuracy in
                     log.say(String(format: "%@/prune: threshold %g prunes %d neurons, defender clean accuracy %.2f%%",
                                    attack.rawValue, t, count, 100 * accuracy))
                 }

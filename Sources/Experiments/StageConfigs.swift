@@ -84,6 +84,10 @@ struct PruneStageConfig: StageConfig {
     var numberRows: Int
     var sweepTestLimit: Int?
     var testImages: Int
+    /// nil when the threshold is chosen on ANP's own images (runs from before the holdout keep their identity).
+    var holdoutFrac: Double?
+
+    static var keysOmittedWhenNil: Set<String> { ["holdout_frac"] }
 }
 
 /// `<attack>/detect-<method>`: a detector on the poison stage's set.

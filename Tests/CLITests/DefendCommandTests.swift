@@ -111,16 +111,34 @@ final class DefendCommandTests: XCTestCase {
     /// from which candidates and why. The rule is recomputed from the recorded accuracies, the
     /// chosen one is re-measured on the written model, and exactly the neurons at or below it are pruned.
     func testANPChoosesTheThresholdOnTheDefendersImagesAndRecordsTheDecision() throws {
+        try checkThresholdChoice(flags: ["--clean-frac", "0.002"], rule: "defender's 100 images", choiceImages: 0..<100)
+    }
+
+    /// `holdout`: the masks are fitted on the first half of the defender's 200 images, the
+    /// threshold chosen on the other half (and recorded as such).
+    func testANPWithHoldoutChoosesTheThresholdOnImagesTheMasksWereNotFittedOn() throws {
+        let (result, _) = try checkThresholdChoice(flags: ["--clean-frac", "0.004", "--set", "holdout=0.5"],
+                                                   rule: "defender's 100 held-out images", choiceImages: 100..<200)
+        let selection = (result["decision"] as? [String: Any])?["selection"] as? [String: Any]
+        XCTAssertEqual(selection?["held_out"] as? Bool, true)
+        XCTAssertEqual((result["settings"] as? [String: Double])?["holdout"], 0.5)
+    }
+
+    /// Runs ANP with `--acc-ratio 0.1` and checks the recorded decision against `choiceImages`
+    /// (positions in the reference permutation): the rule's text, the unpruned model's accuracy on
+    /// them, and the written model's.
+    @discardableResult
+    func checkThresholdChoice(flags: [String], rule: String, choiceImages: Range<Int>) throws -> (result: [String: Any], output: String) {
         guard let shared = try SharedData.directory() else { throw XCTSkip("shared CIFAR-10 data not found") }
-        let (result, output, _, _) = try defend("anp", ["--clean-frac", "0.002", "--nb-iter", "4", "--acc-ratio", "0.1",
-                                                        "--set", "pruning_step=0.1", "--test-limit", "100"])
+        let (result, output, modelPath, _) = try defend("anp", flags + ["--nb-iter", "4", "--acc-ratio", "0.1",
+                                                                        "--set", "pruning_step=0.1", "--test-limit", "100"])
         XCTAssertEqual((result["settings"] as? [String: Double])?["acc_ratio"], 0.1)
         let decision = try XCTUnwrap(result["decision"] as? [String: Any])
         let selection = try XCTUnwrap(decision["selection"] as? [String: Any])
         let candidates = try XCTUnwrap(selection["candidates"] as? [Double])
         XCTAssertEqual(candidates.count, 10)
         for (a, b) in zip(candidates, Pruning.thresholds(max: 0.9, step: 0.1)) { XCTAssertEqual(a, b, accuracy: 1e-12) }
-        XCTAssertTrue(try XCTUnwrap(selection["rule"] as? String).contains("defender's 100 images"), "\(selection)")
+        XCTAssertTrue(try XCTUnwrap(selection["rule"] as? String).contains(rule), "\(selection)")
         let base = try XCTUnwrap(selection["defender_clean_acc_unpruned"] as? Double)
         let tried = try XCTUnwrap(selection["tried"] as? [[String: Any]])
         let accuracies = tried.map { $0["defender_clean_acc"] as! Double }
@@ -134,12 +152,14 @@ final class DefendCommandTests: XCTestCase {
         XCTAssertTrue(pruned.allSatisfy { ($0["value"] as! Double) <= threshold })
         let (repaired, _) = try Checkpoint.load(output + "/model.safetensors", on: testBackend)
         let data = try CIFAR10.load(directory: shared + "/cifar10")
-        let defender = data.train.subset(DataSplit(permutation: try Permutation.read(path: shared + "/anp/cifar_shuffle.txt"),
-                                                   valFrac: 0.002).defender)
+        let defender = data.train.subset(Array(try Permutation.read(path: shared + "/anp/cifar_shuffle.txt")[choiceImages]))
+        XCTAssertEqual(try Evaluation.evaluate(try Checkpoint.load(modelPath, on: testBackend).model, on: defender).accuracy, base,
+                       accuracy: 1e-12, "the baseline is the unpruned model's on the images the threshold is chosen on")
         if let chosen = tried.last(where: { $0["threshold"] as? Double == threshold }) {
             XCTAssertEqual(try Evaluation.evaluate(repaired, on: defender).accuracy, chosen["defender_clean_acc"] as! Double,
                            accuracy: 1e-12, "the recorded accuracy is the written model's")
         }
+        return (result, output)
     }
 
     func testUnknownDefenseIsNamed() {

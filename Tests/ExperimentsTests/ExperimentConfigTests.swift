@@ -80,6 +80,10 @@ final class ExperimentConfigTests: XCTestCase {
             ("defense: {pruning: {threshold: 0.2}}", "defense.pruning", "set exactly one of defense.pruning.threshold"),
             ("defense: {pruning: {acc_ratio: null}}", "defense.pruning", "set exactly one of defense.pruning.threshold"),
             ("defense: {pruning: {acc_ratio: 0}}", "defense.pruning.acc_ratio", "is out of range: expected a number in (0, 1]"),
+            // The held-out images come from the defender's share, after ANP's 1%: 0.1 - 0.01 at most.
+            ("defense: {pruning: {holdout_frac: 0.095}}", "defense.pruning.holdout_frac",
+             "reaches past the defender's share data.val_frac 0.1 into the training images; expected at most 0.09"),
+            ("defense: {pruning: {holdout_frac: -0.1}}", "defense.pruning.holdout_frac", "is out of range: expected a number in [0, 1]"),
             ("- just\n- a list", "(document)", "expected a mapping"),
             ("training: {epochs: [", "(document)", "is not valid YAML"),
         ]
