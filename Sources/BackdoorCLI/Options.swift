@@ -7,7 +7,7 @@ import OneDNNBackend
 
 /// What a backend computes for. Training on AVX-512 CPUs keeps oneDNN's direct convolutions
 /// (oneDNN's Winograd scratch would take a width-64, batch-128 step past 1 GiB); everything else
-/// uses `auto`. The backend's own Winograd for AVX2 is `--conv-algorithm winograd`.
+/// uses `auto`, the fastest per shape and pass as timed once on this machine.
 enum Workload {
     case training, inference
 
@@ -20,7 +20,7 @@ struct ComputeOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Compute threads (default: the cores available; at most 4 per core).")
     var threads: Int?
 
-    @Option(help: "Convolution algorithm: direct (oneDNN's direct kernels), auto (oneDNN's choice: its Winograd on AVX-512 CPUs, about 200 MiB more training memory at width 64; direct on AVX2), or winograd (BackdoorLab's Winograd F(4x4,3x3) on 3x3 stride-1 layers, about 1.5-2x faster than direct on AVX2-only CPUs, opt-in because it changes results; on AVX-512 CPUs too, where auto takes oneDNN's own Winograd instead). Default: auto, but direct for training on AVX-512 CPUs.")
+    @Option(help: "Convolution algorithm: direct (oneDNN's direct kernels), auto (per layer shape and pass the fastest of oneDNN's direct kernel, oneDNN's own Winograd where it has one (AVX-512 CPUs; about 200 MiB more training memory at width 64) and BackdoorLab's Winograd F(4x4,3x3) (3x3 stride-1 layers; 1.5-3x faster than direct on AVX2-only CPUs), timed once per machine and kept in $BACKDOOR_CONV_CHOICES, default ~/.cache/backdoorlab/convolution-choices.json, so that reruns compute alike), or winograd (BackdoorLab's wherever it applies). Default: auto, but direct for training on AVX-512 CPUs.")
     var convAlgorithm: ConvolutionAlgorithm?
 
     func validate() throws {

@@ -3,11 +3,11 @@ import CDNNL
 
 /// How convolutions are computed.
 /// - `direct`: oneDNN's direct kernels.
-/// - `auto`: oneDNN's own choice (its Winograd F(4x4, 3x3) where oneDNN 2.6 has it and judges it
-///   faster: AVX-512 CPUs, 3x3 stride 1, batches of about 64 and more; about two activations of
-///   scratch; direct elsewhere).
-/// - `winograd` is opt-in rather than `auto`'s choice on AVX2: as a default it changed the quick
-///   preset's ANP outcome (the pruned neurons and 3.5 more points of clean accuracy lost).
+/// - `auto`: per layer shape and pass, the fastest on this machine of oneDNN's direct kernel,
+///   oneDNN's own Winograd F(4x4, 3x3) where it has one (AVX-512 CPUs, 3x3 stride 1, batches of
+///   about 64 and more; about two activations of scratch), and this backend's Winograd (3x3
+///   stride-1 layers, AVX2): timed once, then kept per machine (`TimedConvolution`,
+///   `ConvolutionChoices`) so that reruns compute alike. Direct unless another is 5% faster.
 /// - `winograd`: this backend's Winograd wherever it applies, oneDNN's direct kernels elsewhere.
 /// Winograd rounds differently from direct (relative differences near 1e-5, see the tests).
 public enum ConvolutionAlgorithm: String, CaseIterable, Hashable, Sendable {

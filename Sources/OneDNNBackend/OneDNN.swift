@@ -9,9 +9,13 @@ public final class OneDNN: Backend {
         /// Compute threads; nil uses the cores available.
         public var threads: Int?
         public var convolutionAlgorithm: ConvolutionAlgorithm
-        public init(threads: Int? = nil, convolutionAlgorithm: ConvolutionAlgorithm = .auto) {
+        /// Where `auto` keeps its timed choices across runs (`ConvolutionChoices`); nil: in memory only.
+        public var convolutionChoicesFile: String?
+        public init(threads: Int? = nil, convolutionAlgorithm: ConvolutionAlgorithm = .auto,
+                    convolutionChoicesFile: String? = ConvolutionChoices.defaultPath) {
             self.threads = threads
             self.convolutionAlgorithm = convolutionAlgorithm
+            self.convolutionChoicesFile = convolutionChoicesFile
         }
     }
 
@@ -35,7 +39,9 @@ public final class OneDNN: Backend {
     public var threads: Int { Int(omp_get_max_threads()) }
 
     public var summary: String {
-        "oneDNN \(Self.version), \(threads) thread(s), \(options.convolutionAlgorithm) convolutions, ISA \(Self.isa)"
+        "oneDNN \(Self.version), \(threads) thread(s), \(options.convolutionAlgorithm) convolutions"
+            + (options.convolutionAlgorithm == .auto ? " (timed per shape; choices in \(options.convolutionChoicesFile ?? "memory"))" : "")
+            + ", ISA \(Self.isa)"
     }
 
     /// Whether oneDNN runs its AVX-512 kernels here (it has Winograd convolutions only for those).
@@ -123,14 +129,29 @@ public final class OneDNN: Backend {
         let algorithm = options.convolutionAlgorithm
         let key = Convolution.Key(geometry: geometry, algorithm: algorithm)
         return try convolutions.get(key) {
-            // Our transforms are AVX2 code; only an explicit `winograd` takes them (see ConvolutionAlgorithm),
-            // on AVX-512 CPUs too. There its nChw8c tensors meet oneDNN's nChw16c kernels; the heap
-            // corruption this once caused (issue 19) was oneDNN's fused add+ReLU on nChw8c, which
-            // `AddReLU` now avoids. The defaults never take ours on AVX-512: oneDNN has its own Winograd.
-            guard algorithm == .winograd, WinogradConvolution.applies(to: geometry), Self.hasAVX2 else {
-                return try Convolution(geometry, algorithm: algorithm)
+            let ours = WinogradConvolution.applies(to: geometry) && Self.hasAVX2  // the transforms are AVX2 code
+            switch algorithm {
+            case .direct:
+                return try Convolution(geometry, algorithm: .direct)
+            case .winograd:
+                // On AVX-512 CPUs too: there its nChw8c tensors meet oneDNN's nChw16c kernels (the heap
+                // corruption this once caused, issue 19, was oneDNN's fused add+ReLU on nChw8c, which
+                // `AddReLU` now avoids).
+                guard ours else { return try Convolution(geometry, algorithm: .direct) }
+                return try WinogradConvolution(geometry, tile: WinogradConvolution.defaultTile, scratch: winogradScratch, owner: self)
+            case .auto:
+                let direct = try Convolution(geometry, algorithm: .direct)
+                var candidates: [(label: String, kernel: ConvolutionKernel)] = [(ConvolutionChoices.direct, direct)]
+                // oneDNN's own choice, where it is not its direct kernel (its Winograd, on AVX-512 CPUs).
+                let onednn = try Convolution(geometry, algorithm: .auto)
+                if try onednn.implementations() != direct.implementations() { candidates.append((ConvolutionChoices.onednn, onednn)) }
+                if ours {
+                    candidates.append((ConvolutionChoices.winograd, try WinogradConvolution(
+                        geometry, tile: WinogradConvolution.defaultTile, scratch: winogradScratch, owner: self)))
+                }
+                guard candidates.count > 1 else { return direct }
+                return TimedConvolution(candidates, choices: .store(path: options.convolutionChoicesFile))
             }
-            return try WinogradConvolution(geometry, tile: WinogradConvolution.defaultTile, scratch: winogradScratch, owner: self)
         }
     }
 

@@ -40,7 +40,7 @@ final class WinogradConvolutionTests: XCTestCase {
     }
 
     /// The kernels compared: oneDNN's direct, `winograd` (F(4x4, 3x3)), F(2x2, 3x3), `auto`
-    /// (a fixed rule: oneDNN's own Winograd where it has one, else direct), and F(4x4, 3x3) with a
+    /// (per pass the fastest of those and oneDNN's own Winograd where it has one), and F(4x4, 3x3) with a
     /// scratch budget of 4,096 floats, which splits every case into chunks of images (one each)
     /// and all but the smallest into groups of tile positions, as ResNet-18's 512-channel layers
     /// are at the real budget.
