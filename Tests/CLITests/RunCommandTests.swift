@@ -140,14 +140,14 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(badnets["threshold"] as? Double, threshold)
         let selection = try XCTUnwrap(pruned["selection"] as? [String: Any])
         XCTAssertEqual(badnets["threshold_rule"] as? String, selection["rule"] as? String)
-        // Chosen on the 1,000 images after ANP's 500 in the reference permutation (never trained on):
+        // Chosen on the 2,000 images after ANP's 500 in the reference permutation (never trained on):
         // the unpruned model's accuracy the rule records is that model's on exactly those images.
-        XCTAssertEqual(Self.quick.defense.pruning.holdoutFrac, 0.02)
-        XCTAssertEqual(pruneConfig["holdout_frac"] as? Double, 0.02)
-        XCTAssertTrue(try XCTUnwrap(selection["rule"] as? String).contains("defender's 1000 held-out images"), "\(selection)")
+        XCTAssertEqual(Self.quick.defense.pruning.holdoutFrac, 0.04)
+        XCTAssertEqual(pruneConfig["holdout_frac"] as? Double, 0.04)
+        XCTAssertTrue(try XCTUnwrap(selection["rule"] as? String).contains("defender's 2000 held-out images"), "\(selection)")
         XCTAssertEqual(selection["held_out"] as? Bool, true)
         let permutation = try Permutation.read(path: referenceSplitFile(besides: data))
-        let heldOut = try CIFAR10.load(directory: data).train.subset(Array(permutation[500..<1500]))
+        let heldOut = try CIFAR10.load(directory: data).train.subset(Array(permutation[500..<2500]))
         let (trained, _) = try Checkpoint.load(attack + "/train/model_last.safetensors", on: testBackend)
         XCTAssertEqual(try XCTUnwrap(selection["defender_clean_acc_unpruned"] as? Double),
                        try Evaluation.evaluate(trained, on: heldOut).accuracy, accuracy: 1e-12)
@@ -279,7 +279,7 @@ final class RunCommandTests: XCTestCase {
         print(String(format: "quick preset: clean %.4f -> %.4f, ASR %.4f -> %.4f, threshold %g, %d neurons pruned", cleanBefore,
                      cleanAfter, asrBefore, asrAfter, badnets["threshold"] as? Double ?? -1, badnets["pruned_neurons"] as? Int ?? -1))
         XCTAssertEqual(try json(root + "/badnets/eval/result.json")["clean_images"] as? Int, 10_000, "the full test set")
-        XCTAssertTrue((badnets["threshold_rule"] as? String ?? "").contains("defender's 1000 held-out images"), "chosen on the defender's data")
+        XCTAssertTrue((badnets["threshold_rule"] as? String ?? "").contains("defender's 2000 held-out images"), "chosen on the defender's data")
         XCTAssertGreaterThan(cleanBefore, 0.6, "a model that learned CIFAR-10, not chance")
         XCTAssertGreaterThanOrEqual(asrBefore, 0.9, "the backdoor took hold")
         XCTAssertLessThanOrEqual(asrAfter, 0.1, "pruning removed the backdoor")
