@@ -192,7 +192,8 @@ final class ExperimentMatrixTests: XCTestCase {
         XCTAssertEqual(result.before, try DefenseResult.read(path: base + "/badnets/defense-clp/result.json").before,
                        "judged against the same undefended model")
         XCTAssertEqual(result.settings["isolation_ratio"], 0.02)
-        XCTAssertEqual(result.settings["augment"], 0, "the quick preset trains without augmentation, and so does its ABL")
+        XCTAssertTrue(settings.training.augment)
+        XCTAssertEqual(result.settings["augment"], 1, "the quick preset trains with crops and flips, and so does its ABL")
         let ablResult = try ABLResult.read(path: base + "/badnets/defense-abl/" + ABLResult.fileName)
         let set = try PoisonedSetFolder.read(directory: base + "/badnets/poison")
         XCTAssertEqual(ablResult.images, set.count)
