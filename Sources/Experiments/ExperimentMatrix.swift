@@ -149,8 +149,8 @@ extension Experiment {
     /// The detection stage: the detector on the poisoned training set the poison stage wrote,
     /// seen through the trained model; scored against that set's truth.
     func detect(_ attack: PoisonType, with method: DetectionMethod, trained: TrainedModel) throws -> DetectionResult {
-        let detector = try method.detector(overrides: settings.defense.settings[method.rawValue] ?? [:], seed: settings.seed)
-        let fraction = settings.defense.cleanFrac ?? DetectionMethod.defaultCleanFraction
+        let detector = try method.detector(overrides: settings.defense.methodSettings(for: method.rawValue), seed: settings.seed)
+        let fraction = settings.defense.cleanFrac(for: method.rawValue, defaultFraction: DetectionMethod.defaultCleanFraction)
         let config = DetectStageConfig(detector: method.rawValue, settings: detector.settings, seed: settings.seed,
                                        cleanFrac: method.usesCleanImages ? fraction : nil)
         let folder = try stage(attack.rawValue, "detect-\(method.rawValue)", config: config, upstream: trained.stage,
@@ -173,9 +173,8 @@ extension Experiment {
     /// The defense stage: the defense (with the config's settings over its defaults) on the trained
     /// model, judged before and after on the evaluation test images.
     func defend(_ attack: PoisonType, with name: String, trained: TrainedModel) throws -> DefenseResult {
-        let overrides = settings.defense.settings[name] ?? [:]
-        let defense = try DefenseRegistry.make(name, overrides: overrides, seed: settings.seed)
-        let fraction = settings.defense.cleanFrac ?? type(of: defense).defaultCleanFraction
+        let defense = try DefenseRegistry.make(name, overrides: settings.defense.methodSettings(for: name), seed: settings.seed)
+        let fraction = settings.defense.cleanFrac(for: name, defaultFraction: type(of: defense).defaultCleanFraction)
         let config = DefenseStageConfig(defense: name, settings: defense.settings, cleanFrac: fraction, seed: settings.seed,
                                         testImages: evaluationTest.count)
         let folder = try stage(attack.rawValue, "defense-\(name)", config: config, upstream: trained.stage,

@@ -139,6 +139,19 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         /// The defender's share of the training set for the matrix's defenses; nil: each defense's own default.
         public var cleanFrac: Double?
         public init() {}
+
+        /// The key of `settings.<name>` that sets that defense's or detector's own clean share.
+        public static let cleanFracKey = "clean_frac"
+
+        /// The clean share of defense or detector `name`: its own `clean_frac`, else the run's, else `defaultFraction`.
+        public func cleanFrac(for name: String, defaultFraction: Double) -> Double {
+            settings[name]?[Self.cleanFracKey] ?? cleanFrac ?? defaultFraction
+        }
+
+        /// `settings.<name>` without the run's own key: what the defense or detector itself is given.
+        public func methodSettings(for name: String) -> [String: Double] {
+            (settings[name] ?? [:]).filter { $0.key != Self.cleanFracKey }
+        }
     }
 
     public struct ANPSettings: Codable, Equatable, ConfigSection {
@@ -283,7 +296,11 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
         _ = try attackList()
         _ = try defenseList()
         _ = try detectorList()
-        for (name, values) in defense.settings {
+        for name in defense.settings.keys.sorted() {
+            let values = defense.methodSettings(for: name)
+            if let share = defense.settings[name]?[DefenseSection.cleanFracKey] {
+                try fraction(share, "defense.settings.\(name).\(DefenseSection.cleanFracKey)", openAtZero: true)
+            }
             do {
                 if let method = DetectionMethod(rawValue: name) {
                     _ = try method.detector(overrides: values)
@@ -333,9 +350,11 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
                 throw ConfigError(key: "defense.settings.\(name)", "unknown defense or detector; expected one of "
                     + (Self.matrixDefenseNames + DetectionMethod.allCases.map(\.rawValue)).joined(separator: ", "))
             }
-            for key in values.keys.sorted() where defaults[key] == nil {
+            // ABL uses no defender data, so it has no clean share of its own.
+            let names = name == ABLSettings.name ? defaults : defaults.merging([DefenseSection.cleanFracKey: 0]) { own, _ in own }
+            for key in values.keys.sorted() where names[key] == nil {
                 throw ConfigError(key: "defense.settings.\(name).\(key)", "is not a setting of \(name); its settings are "
-                    + defaults.keys.sorted().joined(separator: ", "))
+                    + names.keys.sorted().joined(separator: ", "))
             }
         }
         return names.reduce(into: []) { if !$0.contains($1) { $0.append($1) } }

@@ -130,6 +130,7 @@ final class ExperimentMatrixTests: XCTestCase {
             XCTAssertEqual(row.fpr.mean, result.metrics.fpr)
         }
         XCTAssertEqual(try DetectionResult.read(path: base + "/badnets/detect-strip/result.json").settings["blends"], 4)
+        XCTAssertEqual(try DetectionResult.read(path: base + "/badnets/detect-strip/result.json").cleanImages, 500, "the default share 0.01")
         let csv = try String(contentsOfFile: base + "/detection.csv", encoding: .utf8).split(separator: "\n")
         XCTAssertEqual(csv.map(String.init).first, Leaderboard.detectionCSVHeader)
         XCTAssertTrue(csv[1].hasPrefix("badnets,spectral,resnet18,0,"), String(csv[1]))
@@ -143,6 +144,38 @@ final class ExperimentMatrixTests: XCTestCase {
         }
         XCTAssertThrowsError(try tinySettings(["defense.settings": ["strip": ["frr": 1.0]]]).validate()) {
             XCTAssertTrue("\($0)".contains("defense.settings.strip: strip: frr 1 is out of range"), "\($0)")
+        }
+    }
+
+    /// `defense.settings.<name>.clean_frac` is that defense's or detector's own clean share, over
+    /// `defense.clean_frac` and the default; the defense itself never sees the key.
+    func testADefensesOwnCleanShareOverridesTheRuns() throws {
+        let base = try temporaryDirectory()
+        let settings = try tinySettings(["matrix.attacks": ["badnets"], "matrix.defenses": ["clp", "anp"],
+                                         "matrix.detectors": ["strip"], "defense.clean_frac": 0.006,
+                                         "defense.settings": ["anp": ["iterations": 3, "clean_frac": 0.01, "acc_ratio": 0.1, "holdout": 0.8],
+                                                              "strip": ["blends": 2, "clean_frac": 0.004]]])
+        _ = try run(settings, base)
+        let anp = try DefenseResult.read(path: base + "/badnets/defense-anp/result.json")
+        XCTAssertEqual(anp.cleanImages, 500)
+        XCTAssertNil(anp.settings["clean_frac"])
+        XCTAssertEqual(anp.settings["holdout"], 0.8)
+        XCTAssertEqual(try DefenseResult.read(path: base + "/badnets/defense-clp/result.json").cleanImages, 300, "the run's share")
+        let strip = try DetectionResult.read(path: base + "/badnets/detect-strip/result.json")
+        XCTAssertEqual(strip.cleanImages, 200)
+        XCTAssertNil(strip.settings["clean_frac"])
+        // The masks are fitted on the first 100 of the 500 and the threshold chosen on the other 400.
+        let log = try String(contentsOfFile: base + "/badnets/defense-anp/defend_log.txt", encoding: .utf8)
+        XCTAssertTrue(log.contains("400 held-out images"), log)
+
+        for (value, expected) in [(0.0, "defense.settings.anp.clean_frac"), (1.5, "defense.settings.anp.clean_frac")] {
+            XCTAssertThrowsError(try tinySettings(["defense.settings": ["anp": ["clean_frac": value]]]).validate()) {
+                XCTAssertTrue("\($0)".contains(expected) && "\($0)".contains("out of range"), "\($0)")
+            }
+        }
+        // ABL uses no defender data.
+        XCTAssertThrowsError(try tinySettings(["defense.settings": ["abl": ["clean_frac": 0.05]]]).validate()) {
+            XCTAssertTrue("\($0)".contains("defense.settings.abl.clean_frac: is not a setting of abl"), "\($0)")
         }
     }
 
