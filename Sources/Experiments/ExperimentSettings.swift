@@ -350,11 +350,12 @@ public struct ExperimentSettings: Codable, Equatable, ConfigSection {
                 throw ConfigError(key: "defense.settings.\(name)", "unknown defense or detector; expected one of "
                     + (Self.matrixDefenseNames + DetectionMethod.allCases.map(\.rawValue)).joined(separator: ", "))
             }
+            var accepted = defaults
             // ABL uses no defender data, so it has no clean share of its own.
-            let names = name == ABLSettings.name ? defaults : defaults.merging([DefenseSection.cleanFracKey: 0]) { own, _ in own }
-            for key in values.keys.sorted() where names[key] == nil {
+            if name != ABLSettings.name { accepted[DefenseSection.cleanFracKey] = 0 }
+            for key in values.keys.sorted() where accepted[key] == nil {
                 throw ConfigError(key: "defense.settings.\(name).\(key)", "is not a setting of \(name); its settings are "
-                    + names.keys.sorted().joined(separator: ", "))
+                    + accepted.keys.sorted().joined(separator: ", "))
             }
         }
         return names.reduce(into: []) { if !$0.contains($1) { $0.append($1) } }
