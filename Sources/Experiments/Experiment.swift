@@ -160,10 +160,8 @@ public final class Experiment {
                                     patternPath: poisonType == .blend ? settings.attack.triggerPattern : nil, seed: settings.seed,
                                     data: try settings.attack.dataTriggers(for: poisonType),
                                     trojannn: settings.attack.trojannn.attack)
-        // Input-aware's generators follow the classifier's size: the reference's width 32 and 25 mask
-        // epochs at width 64 and 25+ epochs, narrower (width / 2) and at most the run's epochs below.
-        attack.inputAware.generatorWidth = max(settings.model.width / 2, 1)
-        attack.inputAware.maskEpochs = min(attack.inputAware.maskEpochs, settings.training.epochs)
+        attack.inputAware.fit(classifierWidth: settings.model.width, epochs: settings.training.epochs,
+                              milestones: settings.training.milestones)
         return attack
     }
 

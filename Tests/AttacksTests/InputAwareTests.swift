@@ -24,6 +24,24 @@ final class InputAwareTests: XCTestCase {
         XCTAssertLessThanOrEqual(worst, tolerance, "\(what): largest difference", file: file, line: line)
     }
 
+    func testGeneratorsFollowAShortRunsClassifier() {
+        var quick = InputAwareSettings()
+        quick.fit(classifierWidth: 16, epochs: 12, milestones: [9])
+        XCTAssertEqual(quick.generatorWidth, 8)
+        XCTAssertEqual(quick.maskEpochs, 12, "at most the run's epochs")
+        XCTAssertEqual(quick.milestonesG, [9], "the pattern generator's rate falls with the classifier's")
+        let schedule = MultiStepSchedule(baseLearningRate: Float(quick.lrG), milestones: quick.milestonesG)
+        XCTAssertEqual(schedule.learningRate(epoch: 8), 0.01, accuracy: 1e-9)
+        XCTAssertEqual(schedule.learningRate(epoch: 9), 0.001, accuracy: 1e-9)
+        XCTAssertEqual(quick.milestonesM, [10, 20], "the mask generator's pretraining keeps its own schedule")
+
+        var long = InputAwareSettings()
+        long.fit(classifierWidth: 64, epochs: 600, milestones: [100, 200, 300, 400])
+        XCTAssertEqual(long.generatorWidth, 32)
+        XCTAssertEqual(long.maskEpochs, 25)
+        XCTAssertEqual(long.milestonesG, [200, 300, 400, 500], "past the first milestone: the reference's schedule")
+    }
+
     func testGeneratorsMatchPyTorch() throws {
         let fixture = try SafeTensors.read(path: SharedData.packageRoot() + "/Fixtures/inputaware/generators_w4.safetensors")
         // Loading is strict: every reference state_dict name and shape must be ours.
